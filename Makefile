@@ -1,0 +1,44 @@
+# Accounts: `make run` serves the API, `make test` runs the tests. `make` alone lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON_PREFERENCE := only-system
+# uv on PATH, or the one `make uv` installs from PyPI with pip.
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --no-sync
+
+.PHONY: help uv install run test lint format migrate migration clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+uv: ## Install uv (from PyPI with pip) if it is missing
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+install: uv ## Create .venv with the locked dependencies (dev tools included)
+	@$(UV) sync --locked --quiet
+
+run: install ## Serve the API (embedded PostgreSQL in .data/ when DATABASE_URL is unset)
+	$(RUN) accounts serve
+
+test: install ## Run the tests against a real PostgreSQL (local server, else embedded)
+	$(RUN) pytest
+
+lint: install ## Ruff (lint and format check) and mypy
+	$(RUN) ruff check src tests migrations
+	$(RUN) ruff format --check src tests migrations
+	$(RUN) mypy
+
+format: install ## Apply ruff's fixes and formatting
+	$(RUN) ruff check --fix src tests migrations
+	$(RUN) ruff format src tests migrations
+
+migrate: install ## Apply pending migrations to DATABASE_URL (or the embedded database)
+	$(RUN) accounts database upgrade --no-prompt
+
+migration: install ## Autogenerate a migration from the models: make migration m="what changed"
+	$(RUN) accounts database make-migrations --no-prompt -m "$(m)"
+
+clean: ## Remove the virtualenv and caches (keeps .data/)
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""The `accounts` command: the Litestar CLI for this app, with the embedded database started when needed."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from accounts.config import ConfigError, Settings
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"accounts: invalid configuration: {exc}")
+    if settings.database_url is None:
+        from accounts.db import start_embedded  # noqa: PLC0415
+
+        # Children (granian workers, migrations) inherit the URL; the server stops when this process exits.
+        os.environ["DATABASE_URL"] = start_embedded(settings.data_path)
+        os.environ.setdefault("MIGRATE_ON_START", "true")
+    os.environ.setdefault("LITESTAR_APP", "accounts.app:create_app")
+
+    from litestar.cli.main import litestar_group  # noqa: PLC0415
+
+    litestar_group()
+
+
+if __name__ == "__main__":
+    main()

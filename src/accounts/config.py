@@ -1,0 +1,83 @@
+"""Settings: read once from the environment into a frozen Struct."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["auto", "json", "console"]
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot start with; the message is one line for the operator."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of the service; the environment variable is the field name in upper case."""
+
+    database_url: str | None = None
+    """PostgreSQL URL; unset means the embedded PostgreSQL in `data_dir`."""
+    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=200)] = 5
+    database_pool_timeout: Annotated[int, msgspec.Meta(ge=1, le=300)] = 10
+    data_dir: str = ".data"
+    migrate_on_start: bool = False
+    """Apply pending migrations before serving; switched on when the embedded database is used."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    web_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = os.cpu_count() or 1
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
+    access_log: bool = True
+    max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
+    ready_timeout: Annotated[float, msgspec.Meta(gt=0, le=30)] = 1.0
+    shutdown_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from `environ` (the process environment by default).
+
+        Raises ConfigError naming the first variable with a bad value and what it expects.
+        """
+        environ = os.environ if environ is None else environ
+        raw = {
+            name: environ[name.upper()] for name in cls.__struct_fields__ if environ.get(name.upper(), "").strip() != ""
+        }
+        try:
+            settings = msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_describe(exc, raw)) from None
+        if settings.database_url is not None and not settings.database_url.startswith(_POSTGRES_SCHEMES):
+            raise ConfigError("DATABASE_URL: expected a PostgreSQL URL (postgresql://user:password@host:port/database)")
+        return settings
+
+    @property
+    def async_database_url(self) -> str | None:
+        """`database_url` with the asyncpg driver selected, as SQLAlchemy wants it."""
+        if self.database_url is None:
+            return None
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql+asyncpg://{rest}"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+
+def _describe(exc: msgspec.ValidationError, raw: Mapping[str, str]) -> str:
+    """Turn msgspec's `Expected ... - at `$.port`` into `PORT='abc': expected ...`."""
+    message = str(exc)
+    match = re.search(r" - at `\$\.(\w+)`$", message)
+    if match is None:
+        return f"invalid configuration: {message}"
+    field = match.group(1)
+    expected = message[: match.start()].replace("`", "")
+    return f"{field.upper()}={raw.get(field, '')!r}: {expected[0].lower()}{expected[1:]}"

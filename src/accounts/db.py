@@ -1,0 +1,61 @@
+"""Database: the declarative base, the engine/session config and the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from advanced_alchemy.base import UUIDv7AuditBase
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+
+from accounts.config import Settings
+
+MIGRATIONS_PATH = Path(__file__).resolve().parents[2] / "migrations"
+
+Base = UUIDv7AuditBase
+"""Every table has a UUIDv7 `id`, `created_at` and `updated_at` (UTC)."""
+
+
+def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+    """The one engine/session configuration, shared by the app, the CLI and the migrations."""
+    url = settings.async_database_url
+    if url is None:
+        msg = "DATABASE_URL is not set; start the embedded database first (accounts.db.start_embedded)"
+        raise RuntimeError(msg)
+    return SQLAlchemyAsyncConfig(
+        connection_string=url,
+        engine_config=EngineConfig(
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+        ),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
+        create_all=False,
+        set_default_exception_handler=False,
+        alembic_config=AlembicAsyncConfig(
+            script_location=str(MIGRATIONS_PATH),
+            version_table_name="alembic_version",
+        ),
+    )
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL kept in `data_dir/postgres` and return its URL.
+
+    The server stops when the last process that started it exits; the data stays for the next run.
+    """
+    from pgserver.postgres_server import get_server  # noqa: PLC0415 - only embedded mode needs it; slow import
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    pgdata = data_dir / "postgres"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = get_server(pgdata, cleanup_mode="stop")
+    return str(server.get_uri())

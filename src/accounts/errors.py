@@ -1,0 +1,175 @@
+"""Errors as RFC 9457 problem documents (`application/problem+json`).
+
+Every error the service answers with goes through `exception_handlers`, so a client sees one shape:
+`type`, `title`, `status`, `detail`, and `errors` for field-level validation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from advanced_alchemy.exceptions import IntegrityError, NotFoundError, RepositoryError
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy import Index
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.sql.schema import ColumnCollectionConstraint
+
+from accounts.db import Base
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = "5"
+
+log = structlog.get_logger("accounts.errors")
+
+
+class FieldError(msgspec.Struct, kw_only=True):
+    """One invalid input field."""
+
+    field: str
+    """Where the bad value is: a body field (`email`), a query or path parameter (`limit`), or `body`."""
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """An RFC 9457 problem document."""
+
+    type: str
+    """A URI reference naming the kind of problem; `about:blank` when the status says it all."""
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
+    """Field-level errors, present on validation failures."""
+
+
+def problem_responses(*status_codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error responses an operation can give."""
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            description=HTTPStatus(code).phrase,
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for code in status_codes
+    }
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET,
+    headers: Mapping[str, str] | None = None,
+) -> Response[Problem]:
+    problem = Problem(type=type_, title=HTTPStatus(status).phrase, status=status, detail=detail, errors=errors)
+    return Response(problem, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+_NAMED_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _field_errors(extra: Any) -> list[FieldError]:
+    """Litestar's validation `extra` (a list of {key, message, source}) as FieldErrors.
+
+    msgspec reports a missing or unknown body field against the body itself (`data`); the field it
+    names in the message is the one the client needs to see.
+    """
+    if not isinstance(extra, list):
+        return []
+    errors = []
+    for item in extra:
+        message = str(item.get("message", ""))
+        field = str(item.get("key") or item.get("source") or "body")
+        if field == "data":
+            named = _NAMED_FIELD.search(message)
+            field = named.group(1) if named else "body"
+        errors.append(FieldError(field=field, message=message))
+    return errors
+
+
+def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    errors = _field_errors(exc.extra)
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) if errors else str(exc.detail)
+    return problem_response(400, detail, type_="/problems/validation-failed", errors=errors or msgspec.UNSET)
+
+
+def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    if status == 400:  # Litestar reports an undecodable body as a plain 400
+        return problem_response(400, str(exc.detail), type_="/problems/malformed-request")
+    detail = str(exc.detail) if exc.detail else HTTPStatus(status).description
+    return problem_response(status, detail, headers=exc.headers)
+
+
+def _on_not_found(_: Request[Any, Any, Any], __: NotFoundError) -> Response[Problem]:
+    return problem_response(404, "No resource with this id exists.", type_="/problems/not-found")
+
+
+def _on_integrity_error(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[Problem]:
+    field = constraint_field(exc)
+    if field is None:
+        return problem_response(409, "The change conflicts with existing data.", type_="/problems/conflict")
+    return problem_response(
+        409,
+        f"{field} is already taken.",
+        type_="/problems/conflict",
+        errors=[FieldError(field=field, message="already taken")],
+    )
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` comes from not reaching the database (refused, dropped, timed out), not from the query."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError | TimeoutError | OperationalError | InterfaceError | PoolTimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if database_unavailable(exc):
+        return problem_response(
+            503, "The database is unavailable; try again shortly.", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    log.exception("unhandled error", method=request.method, path=request.url.path)
+    return problem_response(500, "The server failed to handle this request; it has been logged.")
+
+
+def constraint_field(exc: BaseException) -> str | None:
+    """The column(s) of the constraint or index that a database integrity error names, if any."""
+    constraint = None
+    cause: BaseException | None = exc
+    while cause is not None and constraint is None:
+        constraint = getattr(cause, "constraint_name", None)
+        cause = cause.__cause__
+    for table in Base.metadata.tables.values():
+        named_items: list[ColumnCollectionConstraint | Index] = [
+            *(c for c in table.constraints if isinstance(c, ColumnCollectionConstraint)),
+            *table.indexes,
+        ]
+        for named in named_items:
+            if named.name == constraint:
+                return ", ".join(column.name for column in named.columns) or None
+    return None
+
+
+exception_handlers: ExceptionHandlersMap = {
+    ValidationException: _on_validation_error,
+    HTTPException: _on_http_error,
+    NotFoundError: _on_not_found,
+    IntegrityError: _on_integrity_error,
+    RepositoryError: _on_unexpected,
+    Exception: _on_unexpected,
+}

@@ -1,0 +1,118 @@
+"""Logging: structlog lines (JSON, or console on a TTY) and the per-request context and access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from accounts.config import Settings
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_json_encoder = msgspec.json.Encoder(enc_hook=str)
+
+access_log = structlog.get_logger("accounts.access")
+
+
+def _json_bytes(event: dict[str, Any], **_: Any) -> bytes:
+    return _json_encoder.encode(event)
+
+
+GRANIAN_LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"_granian": {"handlers": [], "propagate": True}},
+}
+"""Lets granian's own records reach the root handler that `configure_logging` installs."""
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send structlog and standard-library records (Litestar, SQLAlchemy, granian) to stdout as one format."""
+    as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stdout.isatty())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if as_json:
+        shared.append(structlog.processors.format_exc_info)
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.JSONRenderer(serializer=_json_bytes) if as_json else structlog.dev.ConsoleRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.BytesLoggerFactory() if as_json else structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (a well-formed `X-Request-ID` or a new one), returns it on every
+    response, binds it to the log context and, unless switched off, writes one access-log line."""
+
+    def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
+        self.app = app
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        request_id = (
+            next(
+                (
+                    value
+                    for name, value in scope["headers"]
+                    if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value)
+                ),
+                None,
+            )
+            or uuid.uuid4().hex.encode()
+        )
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, request_id)]
+            await send(message)
+
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id.decode())
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            if self.log_requests:
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            structlog.contextvars.reset_contextvars(**tokens)

@@ -1,0 +1,43 @@
+"""Health endpoints for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.exceptions import ServiceUnavailableException
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accounts.config import Settings
+from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
+from accounts.system.schemas import Health
+
+_LIVE = Health()
+
+
+class HealthController(Controller):
+    path = "/health"
+    tags = ["health"]
+
+    @get("/live", operation_id="getLiveness", summary="The process is up", cache_control=None)
+    async def live(self) -> Health:
+        return _LIVE
+
+    @get(
+        "/ready",
+        operation_id="getReadiness",
+        summary="The service can serve requests: its database answers",
+        responses=problem_responses(503),
+    )
+    async def ready(self, db_engine: NamedDependency[AsyncEngine], settings: NamedDependency[Settings]) -> Health:
+        try:
+            async with asyncio.timeout(settings.ready_timeout), db_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure, whatever the driver raises, means not ready
+            raise ServiceUnavailableException(
+                detail=f"The database did not answer within {settings.ready_timeout:g} s.",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            ) from exc
+        return _LIVE

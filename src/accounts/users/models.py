@@ -1,0 +1,34 @@
+"""The users table."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Index, String, Text, column, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from accounts.db import Base
+
+
+class User(Base):
+    """An account. E-mail addresses are stored lower-cased, so uniqueness is case-insensitive."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        # `q` searches by prefix; text_pattern_ops lets LIKE 'abc%' use the index under any collation.
+        Index("ix_users_email_pattern", "email", postgresql_ops={"email": "text_pattern_ops"}),
+        Index("ix_users_username_pattern", "username", postgresql_ops={"username": "text_pattern_ops"}),
+        Index(
+            "ix_users_full_name_pattern",
+            func.lower(column("full_name")).label("full_name_lower"),
+            postgresql_ops={"full_name_lower": "text_pattern_ops"},
+        ),
+        Index("ix_users_created_at_id", "created_at", "id"),
+        Index("ix_users_is_active_created_at_id", "is_active", "created_at", "id"),
+    )
+
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    bio: Mapped[str | None] = mapped_column(Text)
+    hashed_password: Mapped[str | None] = mapped_column(String(255), default=None)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    is_superuser: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))

@@ -1,0 +1,117 @@
+"""Test session: a fresh, migrated PostgreSQL database of its own, an app on it, and clean tables per test.
+
+The server is `TEST_DATABASE_URL` if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
+embedded PostgreSQL (so `make test` passes on a machine with no server). The database this session
+creates is dropped at the end; nothing else on the server is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+from advanced_alchemy.alembic.commands import AlembicCommands
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.engine import make_url
+
+from accounts.app import create_app
+from accounts.config import Settings
+from accounts.db import sqlalchemy_config, start_embedded
+
+DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _answers(url: str) -> bool:
+    try:
+        connection = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await connection.close()
+    return True
+
+
+@pytest.fixture(scope="session")
+async def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A URL of a PostgreSQL server (its maintenance database) the tests may create databases on."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        return url
+    if await _answers(DEFAULT_SERVER_URL):
+        return DEFAULT_SERVER_URL
+    return await asyncio.to_thread(start_embedded, Path(tmp_path_factory.mktemp("embedded")))
+
+
+def database_url_on(server_url: str, database: str) -> str:
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+CreateDatabase = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture(scope="session")
+async def create_database(server_url: str) -> AsyncIterator[CreateDatabase]:
+    """A factory of empty databases on the test server; all are dropped when the session ends."""
+    created: list[str] = []
+
+    async def create() -> str:
+        name = f"accounts_test_{uuid.uuid4().hex[:12]}"
+        await execute(server_url, f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return database_url_on(server_url, name)
+
+    yield create
+    for name in created:
+        await execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def execute(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def migrate(database_url: str, revision: str = "head", *, down: bool = False) -> None:
+    """Run the Alembic migrations as `accounts database upgrade/downgrade` does (in a thread: Alembic
+    runs its own event loop)."""
+    commands = AlembicCommands(sqlalchemy_config(Settings(database_url=database_url)))
+    await asyncio.to_thread(commands.downgrade if down else commands.upgrade, revision)
+
+
+@pytest.fixture(scope="session")
+async def database_url(create_database: CreateDatabase) -> str:
+    """The session's database, migrated to head."""
+    url = await create_database()
+    await migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, log_format="json", database_pool_size=5, database_max_overflow=20)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Empty every table after each test that used the session database."""
+    yield
+    if "database_url" not in request.fixturenames:
+        return
+    await execute(request.getfixturevalue("database_url"), "TRUNCATE users CASCADE")
