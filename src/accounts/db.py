@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from advanced_alchemy.base import UUIDv7AuditBase
@@ -52,7 +53,9 @@ def start_embedded(data_dir: Path) -> str:
 
     The server stops when the last process that started it exits; the data stays for the next run.
     """
-    from pgserver.postgres_server import get_server  # noqa: PLC0415 - only embedded mode needs it; slow import
+    with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset; harmless
+        warnings.simplefilter("ignore")
+        from pgserver.postgres_server import get_server  # noqa: PLC0415 - only embedded mode needs it
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     pgdata = data_dir / "postgres"

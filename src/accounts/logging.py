@@ -27,6 +27,10 @@ def _json_bytes(event: dict[str, Any], **_: Any) -> bytes:
     return _json_encoder.encode(event)
 
 
+def _json_text(event: dict[str, Any], **_: Any) -> str:
+    return _json_encoder.encode(event).decode()
+
+
 GRANIAN_LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -45,12 +49,13 @@ def configure_logging(settings: Settings) -> None:
     ]
     if as_json:
         shared.append(structlog.processors.format_exc_info)
+        render_bytes: structlog.typing.Processor = structlog.processors.JSONRenderer(serializer=_json_bytes)
+        render_text: structlog.typing.Processor = structlog.processors.JSONRenderer(serializer=_json_text)
+    else:
+        render_bytes = render_text = structlog.dev.ConsoleRenderer()
     level = logging.getLevelNamesMapping()[settings.log_level]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.JSONRenderer(serializer=_json_bytes) if as_json else structlog.dev.ConsoleRenderer(),
-        ],
+        processors=[*shared, render_bytes],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.BytesLoggerFactory() if as_json else structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=True,
@@ -59,10 +64,7 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(),
-            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, render_text],
         )
     )
     root = logging.getLogger()
