@@ -1,7 +1,8 @@
 """Test session: a fresh, migrated PostgreSQL database of its own, an app on it, and clean tables per test.
 
 The server is `TEST_DATABASE_URL` if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
-embedded PostgreSQL (so `make test` passes on a machine with no server). The database this session
+embedded PostgreSQL (so `make test` passes on a machine with no server); `TEST_DATABASE_URL=embedded`
+forces the embedded one. The database this session
 creates is dropped at the end; nothing else on the server is touched.
 """
 
@@ -39,9 +40,10 @@ async def _answers(url: str) -> bool:
 @pytest.fixture(scope="session")
 async def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A URL of a PostgreSQL server (its maintenance database) the tests may create databases on."""
-    if url := os.environ.get("TEST_DATABASE_URL"):
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url and url != "embedded":
         return url
-    if await _answers(DEFAULT_SERVER_URL):
+    if url is None and await _answers(DEFAULT_SERVER_URL):
         return DEFAULT_SERVER_URL
     return await asyncio.to_thread(start_embedded, Path(tmp_path_factory.mktemp("embedded")))
 
