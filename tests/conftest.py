@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from accounts.app import create_app
 from accounts.config import Settings
 from accounts.db import sqlalchemy_config, start_embedded
+from tests.server import serving
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -108,6 +109,14 @@ def app(settings: Settings) -> Litestar:
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with AsyncTestClient(app, raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def live_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of `accounts serve` (granian, two workers) on the session database, for tests that
+    need real sockets and requests truly in parallel (the in-process test client runs them one by one)."""
+    with serving({"DATABASE_URL": database_url, "WEB_CONCURRENCY": "2"}, tmp_path_factory.mktemp("live") / "log") as c:
+        yield str(c.base_url)
 
 
 @pytest.fixture(autouse=True)

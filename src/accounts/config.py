@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=200)] = 5
     database_pool_timeout: Annotated[int, msgspec.Meta(ge=1, le=300)] = 10
+    database_connect_timeout: Annotated[int, msgspec.Meta(ge=1, le=60)] = 3
     data_dir: str = ".data"
     migrate_on_start: bool = False
     """Apply pending migrations before serving; switched on when the embedded database is used."""

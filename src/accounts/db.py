@@ -36,6 +36,7 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             pool_timeout=settings.database_pool_timeout,
             pool_pre_ping=False,
             pool_recycle=1800,
+            connect_args={"timeout": settings.database_connect_timeout},
         ),
         session_config=AsyncSessionConfig(expire_on_commit=False),
         before_send_handler="autocommit",

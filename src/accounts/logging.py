@@ -17,10 +17,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from accounts.config import Settings
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _json_encoder = msgspec.json.Encoder(enc_hook=str)
-
-access_log = structlog.get_logger("accounts.access")
 
 
 def _json_bytes(event: dict[str, Any], **_: Any) -> bytes:
@@ -58,7 +56,7 @@ def configure_logging(settings: Settings) -> None:
         processors=[*shared, render_bytes],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.BytesLoggerFactory() if as_json else structlog.PrintLoggerFactory(),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # module-level loggers follow a later configure_logging
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
@@ -79,6 +77,8 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
         self.app = app
         self.log_requests = log_requests
+        # Bound now, after configure_logging, so the hot path skips structlog's lazy proxy.
+        self.access_log = structlog.get_logger("accounts.access").bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -89,7 +89,7 @@ class RequestContextMiddleware:
                 (
                     value
                     for name, value in scope["headers"]
-                    if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value)
+                    if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.fullmatch(value)
                 ),
                 None,
             )
@@ -110,7 +110,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_request_id)
         finally:
             if self.log_requests:
-                access_log.info(
+                self.access_log.info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],

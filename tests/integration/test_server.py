@@ -2,61 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
-    """Run `accounts serve` until the block ends, then SIGTERM it and check it stopped cleanly."""
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", **env}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "accounts", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        with httpx.Client(base_url=base_url, timeout=10) as client:
-            yield client
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            exit_code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert exit_code == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
+from tests.server import serving
 
 
 def test_serves_with_several_workers_and_stops_on_sigterm(database_url: str, tmp_path: Path) -> None:
