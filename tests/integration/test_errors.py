@@ -7,16 +7,15 @@ not with `capfd`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-from httpx import Response
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
 from tests.integration.test_logging import AppRun, Call, Output, boom_route, run_apps
+from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 SECRET = "hunter2-do-not-leak"
@@ -30,17 +29,6 @@ async def booming(settings: Settings) -> AsyncIterator[Client]:
     app.register(boom_route(BOOM_MESSAGE))
     async with AsyncTestClient(app, raise_server_exceptions=False) as client:
         yield client
-
-
-def assert_problem(response: Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["title"]
-    assert problem["detail"]
-    assert problem["type"]
-    return problem
 
 
 @pytest.fixture(scope="module")

@@ -17,21 +17,11 @@ from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
+from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 UNREACHABLE_DATABASE_URL = "postgresql://postgres@127.0.0.1:1/nothing"
 SILENT_HOLD_SECONDS = 5
-
-
-def assert_problem(response: Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["title"]
-    assert problem["detail"]
-    assert problem["type"]
-    return problem
 
 
 def assert_unavailable(response: Response) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from httpx import Response
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.factories import UserCreateFactory
+from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 USERS = "/api/v1/users"
@@ -27,19 +27,6 @@ async def create(client: Client, **overrides: Any) -> dict[str, Any]:
     response = await client.post(USERS, json=body(**overrides))
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def assert_problem(response: Response, status: int, *, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["title"]
-    assert problem["detail"]
-    assert problem["type"]
-    if field is not None:
-        assert field in [error["field"] for error in problem["errors"]], problem
-    return problem
 
 
 # --- create -------------------------------------------------------------------------------------
