@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, cast
 from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import accounts.users.models  # noqa: F401 - registers the tables on Base.metadata
+import accounts.auth.models
+import accounts.users.models  # noqa: F401
 from accounts.db import Base
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def configure(**kwargs: Any) -> None:
         target_metadata=Base.metadata,
         version_table=config.version_table_name,
         compare_type=True,
+        user_module_prefix="sa.",
         include_object=include_object,
         transaction_per_migration=True,
         **kwargs,

@@ -22,11 +22,13 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import make_url
 
 from accounts.app import create_app
+from accounts.auth.credentials import new_api_key, secret_hash
 from accounts.config import Settings
 from accounts.db import sqlalchemy_config, start_embedded
 from tests.server import serving
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TABLES = ("users", "refresh_tokens", "api_keys", "login_failures")
 
 
 async def _answers(url: str) -> bool:
@@ -96,8 +98,14 @@ async def database_url(create_database: CreateDatabase) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, log_format="json", database_pool_size=5, database_max_overflow=20)
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=str(tmp_path_factory.mktemp("data")),
+        log_format="json",
+        database_pool_size=5,
+        database_max_overflow=20,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -125,4 +133,28 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     if "database_url" not in request.fixturenames:
         return
-    await execute(request.getfixturevalue("database_url"), "TRUNCATE users CASCADE")
+    await execute(request.getfixturevalue("database_url"), f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+
+async def insert_api_key(database_url: str, scopes: list[str]) -> str:
+    """A new API key, written straight into the database; returns the secret."""
+    prefix, key = new_api_key()
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, updated_at)"
+            " VALUES ($1, 'tests', $2, $3, $4, now(), now())",
+            uuid.uuid4(),
+            prefix,
+            secret_hash(key),
+            scopes,
+        )
+    finally:
+        await connection.close()
+    return key
+
+
+@pytest.fixture
+async def service_key(database_url: str) -> str:
+    """An API key with `users:read` and `users:write`: the caller for tests of user management."""
+    return await insert_api_key(database_url, ["users:read", "users:write"])

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Request
 from litestar.di import Provide
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, Reference, SecurityScheme
+from litestar.params import BodyKwarg
 
+from accounts.auth.authentication import AuthenticationMiddleware, Authenticator, provide_caller
+from accounts.auth.cache import CredentialCache
+from accounts.auth.controllers import ApiKeyController, AuthController, JwksController
+from accounts.auth.keys import SigningKeys
+from accounts.auth.tokens import AccessTokens
 from accounts.cli import AccountsCLIPlugin
 from accounts.config import Settings
 from accounts.db import sqlalchemy_config
@@ -21,17 +32,40 @@ from accounts.system.controllers import HealthController
 from accounts.users.controllers import UserController
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_PUBLIC_PATHS = ["^/health/", "^/schema"]
+
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "oauth2": SecurityScheme(
+        type="oauth2",
+        description="Log in with e-mail (or username) and password; the token goes in `Authorization: Bearer`.",
+        flows=OAuthFlows(
+            password=OAuthFlow(
+                token_url="/api/v1/auth/token",  # noqa: S106 - a URL, not a password
+                refresh_url="/api/v1/auth/refresh",
+                scopes={},
+            )
+        ),
+    ),
+    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT or API key"),
+    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+}
 
 
-async def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """Reject a body that is not JSON with 415 before anything tries to decode it."""
-    if request.method not in _BODY_METHODS or "data" not in request.route_handler.parsed_fn_signature.parameters:
+async def check_body_media_type(request: Request[Any, Any, Any]) -> None:
+    """Reject a body of another media type than the handler reads with 415, before anything decodes it."""
+    if request.method not in _BODY_METHODS:
         return
+    body = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if body is None:
+        return
+    expected = body.kwarg_definition.media_type if isinstance(body.kwarg_definition, BodyKwarg) else "application/json"
     media_type = request.content_type[0]
-    if media_type != "application/json" and not media_type.endswith("+json"):
+    if expected == RequestEncodingType.JSON and media_type.endswith("+json"):
+        return
+    if media_type != expected:
+        sent = media_type or "without a Content-Type"
         raise HTTPException(
-            status_code=415,
-            detail=f"Send the body as application/json, not {media_type or 'without a Content-Type'}.",
+            status_code=415, detail=f"Send the body as {getattr(expected, 'value', expected)}, not {sent}."
         )
 
 
@@ -39,11 +73,31 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application; `settings` defaults to those read from the environment."""
     settings = Settings.from_env() if settings is None else settings
     configure_logging(settings)
+    database = sqlalchemy_config(settings)
+    tokens = AccessTokens(SigningKeys.from_settings(settings), settings)
+    credentials = CredentialCache(database.get_engine(), settings.asyncpg_database_url or "")
+
+    @asynccontextmanager
+    async def keep_credentials_fresh(app: Litestar) -> AsyncIterator[None]:
+        await credentials.start()
+        app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
+        try:
+            yield
+        finally:
+            await credentials.stop()
+
     app = Litestar(
-        route_handlers=[HealthController, UserController],
-        plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings)), AccountsCLIPlugin()],
-        dependencies={"settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True)},
-        before_request=require_json_body,
+        route_handlers=[HealthController, AuthController, JwksController, UserController, ApiKeyController],
+        plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
+        lifespan=[keep_credentials_fresh],
+        middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=_PUBLIC_PATHS)],
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
+            "tokens": Provide(lambda: tokens, sync_to_thread=False, use_cache=True),
+            "caller": Provide(provide_caller, sync_to_thread=False),
+            "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),
+        },
+        before_request=check_body_media_type,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -53,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
             use_handler_docstrings=False,
+            components=Components(security_schemes=SECURITY_SCHEMES),
         ),
         logging_config=None,
     )

@@ -1,27 +1,41 @@
-"""Commands added to the Litestar CLI (`accounts ...`): serving the API with granian."""
+"""Commands added to the Litestar CLI (`accounts ...`): serving the API and creating users."""
 
 from __future__ import annotations
+
+import asyncio
 
 import click
 from litestar.plugins import CLIPluginProtocol
 
-from accounts.config import Settings
+from accounts.config import ConfigError, Settings
+
+
+def migrate_if_asked(settings: Settings) -> None:
+    """Apply pending migrations when MIGRATE_ON_START is on (always, with the embedded database)."""
+    if settings.migrate_on_start:
+        from advanced_alchemy.alembic.commands import AlembicCommands  # noqa: PLC0415
+
+        from accounts.db import sqlalchemy_config  # noqa: PLC0415
+
+        AlembicCommands(sqlalchemy_config(settings)).upgrade()
 
 
 @click.command(name="serve", help="Serve the API with granian on uvloop (WEB_CONCURRENCY workers).")
 def serve_command() -> None:
-    from advanced_alchemy.alembic.commands import AlembicCommands  # noqa: PLC0415
     from granian import Granian  # noqa: PLC0415
     from granian.constants import Interfaces, Loops  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
-    from accounts.db import sqlalchemy_config  # noqa: PLC0415
+    from accounts.auth.keys import SigningKeys  # noqa: PLC0415
     from accounts.logging import GRANIAN_LOG_CONFIG, configure_logging  # noqa: PLC0415
 
     settings = Settings.from_env()
+    try:
+        SigningKeys.from_settings(settings)  # a bad key stops here, once, not in every worker
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid configuration: {exc}") from None
     configure_logging(settings)
-    if settings.migrate_on_start:
-        AlembicCommands(sqlalchemy_config(settings)).upgrade()
+    migrate_if_asked(settings)
     Granian(
         "accounts.app:create_app",
         factory=True,
@@ -38,6 +52,55 @@ def serve_command() -> None:
     ).serve()
 
 
+@click.group(name="users", help="Manage users from the command line.")
+def users_group() -> None:
+    pass
+
+
+@users_group.command(name="create", help="Create a user with a password; --admin makes it an administrator.")
+@click.option("--email", required=True)
+@click.option("--username", required=True)
+@click.option("--full-name", default=None)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="ACCOUNTS_PASSWORD")
+@click.option("--admin", is_flag=True, help="Give the user admin rights.")
+def create_user_command(email: str, username: str, full_name: str | None, password: str, admin: bool) -> None:
+    import msgspec  # noqa: PLC0415
+    from advanced_alchemy.exceptions import IntegrityError  # noqa: PLC0415
+
+    from accounts.db import sqlalchemy_config  # noqa: PLC0415
+    from accounts.users.schemas import UserCreate  # noqa: PLC0415
+    from accounts.users.services import UserService  # noqa: PLC0415
+
+    try:
+        data = msgspec.convert(
+            {"email": email, "username": username, "full_name": full_name, "password": password}, UserCreate
+        )
+    except msgspec.ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    settings = Settings.from_env()
+    migrate_if_asked(settings)
+
+    async def create() -> str:
+        database = sqlalchemy_config(settings)
+        try:
+            async with database.get_session() as session:
+                users = UserService(session=session)
+                user = await users.create(data)
+                user.is_superuser = admin
+                await session.commit()
+                return str(user.id)
+        finally:
+            await database.get_engine().dispose()
+
+    try:
+        user_id = asyncio.run(create())
+    except IntegrityError:
+        raise click.ClickException("a user with this e-mail or username already exists") from None
+    click.echo(f"created {'admin ' if admin else ''}user {username} ({user_id})")
+
+
 class AccountsCLIPlugin(CLIPluginProtocol):
     def on_cli_init(self, cli: click.Group) -> None:
         cli.add_command(serve_command)
+        cli.add_command(users_group)

@@ -41,6 +41,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
     ready_timeout: Annotated[float, msgspec.Meta(gt=0, le=30)] = 1.0
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
+    jwt_issuer: str = "accounts"
+    jwt_audience: str = "accounts"
+    jwt_signing_key: str | None = None
+    """PEM of the Ed25519 private key that signs access tokens (or use `jwt_signing_key_file`)."""
+    jwt_signing_key_file: str | None = None
+    jwt_verify_key_files: str = ""
+    """Comma-separated PEM files of retired keys: still published and accepted until their tokens expire."""
+    access_token_ttl: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 900
+    refresh_token_ttl: Annotated[int, msgspec.Meta(ge=300, le=31_536_000)] = 2_592_000
+    registration_enabled: bool = True
+    login_max_failures_per_account: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    login_max_failures_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50
+    login_failure_window: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 900
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +80,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return None
         _, rest = self.database_url.split("://", 1)
         return f"postgresql+asyncpg://{rest}"
+
+    @property
+    def asyncpg_database_url(self) -> str | None:
+        """`database_url` as asyncpg's own `connect()` takes it."""
+        if self.database_url is None:
+            return None
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql://{rest}"
 
     @property
     def data_path(self) -> Path:

@@ -51,6 +51,23 @@ class Problem(msgspec.Struct, kw_only=True):
     """Field-level errors, present on validation failures."""
 
 
+class AuthenticationFailed(Exception):
+    """401: the credentials are missing, malformed, wrong, expired or revoked."""
+
+    def __init__(self, detail: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(detail)
+        self.error = error
+        """The RFC 6750 error code for `WWW-Authenticate`; None when no credentials were sent."""
+
+
+class TooManyAttempts(Exception):
+    """429: too many failed attempts; try again after `retry_after` seconds."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 def problem_responses(*status_codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the error responses an operation can give."""
     return {
@@ -138,6 +155,20 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def _on_authentication_failed(_: Request[Any, Any, Any], exc: AuthenticationFailed) -> Response[Problem]:
+    challenge = 'Bearer realm="accounts"'
+    if exc.error is not None:
+        description = str(exc).replace('"', "'")
+        challenge += f', error="{exc.error}", error_description="{description}"'
+    return problem_response(401, str(exc), type_="/problems/unauthenticated", headers={"WWW-Authenticate": challenge})
+
+
+def _on_too_many_attempts(_: Request[Any, Any, Any], exc: TooManyAttempts) -> Response[Problem]:
+    return problem_response(
+        429, str(exc), type_="/problems/too-many-attempts", headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if database_unavailable(exc):
         return problem_response(
@@ -170,6 +201,8 @@ exception_handlers: ExceptionHandlersMap = {
     HTTPException: _on_http_error,
     NotFoundError: _on_not_found,
     IntegrityError: _on_integrity_error,
+    AuthenticationFailed: _on_authentication_failed,
+    TooManyAttempts: _on_too_many_attempts,
     RepositoryError: _on_unexpected,
     Exception: _on_unexpected,
 }

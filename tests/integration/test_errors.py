@@ -1,7 +1,7 @@
 """Errors nobody planned for: a 500 problem that hides the cause from the client and logs it for us.
 
 The log is read from a child process running the app (see `tests/integration/test_logging.py` for why
-not with `capfd`).
+not with `capfd`). The test-only /boom route is not public: it is called with an API key.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
+from tests.conftest import insert_api_key
 from tests.integration.test_logging import AppRun, Call, Output, boom_route, run_apps
 from tests.problems import assert_problem
 
@@ -32,21 +33,30 @@ async def booming(settings: Settings) -> AsyncIterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def boomed(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Output:
+async def boom_key(settings: Settings) -> str:
+    """The API key the child process calls /boom with."""
+    return await insert_api_key(settings.database_url, ["users:read"])
+
+
+@pytest.fixture(scope="module")
+def boomed(settings: Settings, boom_key: str, tmp_path_factory: pytest.TempPathFactory) -> Output:
     """The same app in a child process, asked for /boom twice; its stdout is the log."""
     calls = [
-        Call(method="GET", path="/boom", request_id="boom-request-1"),
-        Call(method="GET", path="/boom"),
+        Call(method="GET", path="/boom", request_id="boom-request-1", as_service=True),
+        Call(method="GET", path="/boom", as_service=True),
         Call(method="GET", path="/health/live", request_id="after-boom-1"),
     ]
-    return run_apps([AppRun(settings=settings, calls=calls, boom=BOOM_MESSAGE)], tmp_path_factory.mktemp("boom"))
+    return run_apps(
+        [AppRun(settings=settings, calls=calls, boom=BOOM_MESSAGE, service_key=boom_key)],
+        tmp_path_factory.mktemp("boom"),
+    )
 
 
 # --- 500 ----------------------------------------------------------------------------------------
 
 
-async def test_an_unexpected_exception_is_a_500_problem_without_details(booming: Client) -> None:
-    response = await booming.get("/boom")
+async def test_an_unexpected_exception_is_a_500_problem_without_details(booming: Client, service_key: str) -> None:
+    response = await booming.get("/boom", headers={"X-API-Key": service_key})
 
     problem = assert_problem(response, 500)
     assert set(problem) == {"type", "title", "status", "detail"}
@@ -97,9 +107,21 @@ async def test_nothing_but_json_lines_reach_stdout_or_stderr_on_a_500(boomed: Ou
     assert boomed.lines_of("after-boom-1", event="unhandled error") == []
 
 
-async def test_the_app_keeps_serving_after_a_500(booming: Client) -> None:
-    assert (await booming.get("/boom")).status_code == 500
+async def test_the_api_key_of_a_500_is_not_logged(boomed: Output, boom_key: str) -> None:
+    assert [answer.status for answer in boomed.answers[0][:2]] == [500, 500]
+    assert boom_key not in boomed.stdout
+    assert boom_key not in boomed.stderr
+
+
+async def test_the_app_keeps_serving_after_a_500(booming: Client, service_key: str) -> None:
+    assert (await booming.get("/boom", headers={"X-API-Key": service_key})).status_code == 500
     assert (await booming.get("/health/live")).status_code == 200
+
+
+async def test_without_credentials_the_route_is_a_401_not_a_500(booming: Client) -> None:
+    response = await booming.get("/boom")
+    assert_problem(response, 401)
+    assert "x-request-id" in response.headers
 
 
 # --- routing errors -----------------------------------------------------------------------------

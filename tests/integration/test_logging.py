@@ -1,4 +1,5 @@
-"""Request ids and the logs: X-Request-ID on every response, one JSON access line per request, no bodies.
+"""Request ids and the logs: X-Request-ID on every response, one JSON access line per request, no bodies
+and no credentials.
 
 What the service writes to stdout is read from a child process running the app (`run_apps`), not with
 `capfd`: `configure_logging` caches each structlog logger on first use together with the `sys.stdout`
@@ -24,7 +25,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.testing import AsyncTestClient, TestClient
 
 from accounts.app import create_app
+from accounts.auth.credentials import new_api_key
 from accounts.config import Settings
+from tests.conftest import insert_api_key
+from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +45,14 @@ class Call(msgspec.Struct, kw_only=True):
     path: str
     request_id: str | None = None
     params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+    as_service: bool = False
+    """Send the run's `service_key` as X-API-Key."""
+    bearer_of: str | None = None
+    """Send the access token answered to the earlier call with this request id as `Authorization: Bearer`."""
     body: Any = None
+    form: dict[str, str] | None = None
+    """A form-encoded body (instead of a JSON `body`)."""
 
 
 class AppRun(msgspec.Struct, kw_only=True):
@@ -49,6 +60,7 @@ class AppRun(msgspec.Struct, kw_only=True):
 
     settings: Settings
     calls: list[Call]
+    service_key: str | None = None
     boom: str | None = None
     """If set, a test-only GET /boom is registered that raises RuntimeError with this message."""
 
@@ -87,14 +99,22 @@ def boom_route(message: str) -> HTTPRouteHandler:
     return boom
 
 
-def _send(client: TestClient[Litestar], call: Call) -> Answer:
-    headers = {"x-request-id": call.request_id} if call.request_id is not None else {}
+def _send(client: TestClient[Litestar], run: AppRun, call: Call, earlier: dict[str, Answer]) -> Answer:
+    headers = dict(call.headers or {})
+    if call.request_id is not None:
+        headers["x-request-id"] = call.request_id
+    if call.as_service:
+        assert run.service_key is not None, call
+        headers["x-api-key"] = run.service_key
+    if call.bearer_of is not None:
+        headers["authorization"] = f"Bearer {json.loads(earlier[call.bearer_of].text)['access_token']}"
     response = client.request(
         call.method,
         call.path,
         params=call.params,
         headers=headers,
         json=call.body if call.method in {"POST", "PUT", "PATCH"} else None,
+        data=call.form,
     )
     return Answer(
         status=response.status_code,
@@ -112,8 +132,15 @@ def serve_plan(plan_path: str, answers_path: str) -> None:
         app = create_app(run.settings)
         if run.boom is not None:
             app.register(boom_route(run.boom))
+        run_answers: list[Answer] = []
+        earlier: dict[str, Answer] = {}
         with TestClient(app, raise_server_exceptions=False) as client:
-            answers.append([_send(client, call) for call in run.calls])
+            for call in run.calls:
+                answer = _send(client, run, call, earlier)
+                run_answers.append(answer)
+                if call.request_id is not None:
+                    earlier[call.request_id] = answer
+        answers.append(run_answers)
     Path(answers_path).write_bytes(msgspec.json.encode(answers))
 
 
@@ -151,12 +178,25 @@ BAD_BIO = "Keeper of the violet lighthouse key."
 PATCH_BIO = "Now breeds translucent snails."
 QUERY_EMAIL = "query.only.person@example.com"
 UNKNOWN_USER = "/api/v1/users/01964f8e-0000-7000-8000-000000000000"
+SIGN_UP_FULL_NAME = "Ottoline Brackenbury-Vask"
+SIGN_UP_BIO = "Cartographer of imaginary tides."
+PASSWORD = "Marmalade-Obelisk-4417"
+WRONG_PASSWORD = "Quince-Parapet-9083"
+UNKNOWN_KEY = new_api_key()[1]
+"""Well-formed but in no database."""
+BAD_TOKEN = "not-a-jwt-Periwinkle-Ferret-5521"
 
 CALLS = [
     Call(method="GET", path="/health/live", request_id="live-1"),
     Call(method="GET", path="/health/ready", request_id="ready-1"),
-    Call(method="GET", path="/api/v1/users", request_id="list-1", params={"email": QUERY_EMAIL, "limit": "5"}),
-    Call(method="GET", path="/api/v1/users", request_id="bad-query-1", params={"limit": "0"}),
+    Call(
+        method="GET",
+        path="/api/v1/users",
+        request_id="list-1",
+        params={"email": QUERY_EMAIL, "limit": "5"},
+        as_service=True,
+    ),
+    Call(method="GET", path="/api/v1/users", request_id="bad-query-1", params={"limit": "0"}, as_service=True),
     Call(method="GET", path="/no/such/route", request_id="missing-1"),
     Call(method="DELETE", path="/health/live", request_id="wrong-method-1"),
     Call(
@@ -164,20 +204,54 @@ CALLS = [
         path="/api/v1/users",
         request_id="create-1",
         body={"email": "zebulon@example.com", "username": "zebulon", "full_name": FULL_NAME, "bio": BIO},
+        as_service=True,
     ),
     Call(
         method="POST",
         path="/api/v1/users",
         request_id="create-again-1",
         body={"email": "zebulon@example.com", "username": "zebulon2", "full_name": FULL_NAME, "bio": BIO},
+        as_service=True,
     ),
     Call(
         method="POST",
         path="/api/v1/users",
         request_id="create-invalid-1",
         body={"email": "not-an-email", "username": "violet", "full_name": FULL_NAME, "bio": BAD_BIO},
+        as_service=True,
     ),
-    Call(method="PATCH", path=UNKNOWN_USER, request_id="patch-1", body={"bio": PATCH_BIO}),
+    Call(method="PATCH", path=UNKNOWN_USER, request_id="patch-1", body={"bio": PATCH_BIO}, as_service=True),
+    Call(method="GET", path="/api/v1/users", request_id="no-credentials-1", params={"limit": "5"}),
+    Call(method="GET", path="/api/v1/users", request_id="unknown-key-1", headers={"X-API-Key": UNKNOWN_KEY}),
+    Call(
+        method="GET", path="/api/v1/users", request_id="bad-token-1", headers={"Authorization": f"Bearer {BAD_TOKEN}"}
+    ),
+    Call(
+        method="POST",
+        path="/api/v1/auth/register",
+        request_id="register-1",
+        body={
+            "email": "ottoline@example.com",
+            "username": "ottoline",
+            "password": PASSWORD,
+            "full_name": SIGN_UP_FULL_NAME,
+            "bio": SIGN_UP_BIO,
+        },
+    ),
+    Call(
+        method="POST",
+        path="/api/v1/auth/token",
+        request_id="wrong-password-1",
+        form={"grant_type": "password", "username": "ottoline", "password": WRONG_PASSWORD},
+    ),
+    Call(
+        method="POST",
+        path="/api/v1/auth/token",
+        request_id="log-in-1",
+        form={"grant_type": "password", "username": "ottoline", "password": PASSWORD},
+    ),
+    Call(method="GET", path="/api/v1/users/me", request_id="me-1", bearer_of="log-in-1"),
+    Call(method="GET", path="/api/v1/users", request_id="forbidden-1", bearer_of="log-in-1"),
     Call(method="GET", path="/health/live"),
 ]
 """Sent to the app with the access log on; all but the last carry a request id."""
@@ -192,6 +266,14 @@ EXPECTED_STATUS = {
     "create-again-1": 409,
     "create-invalid-1": 400,
     "patch-1": 404,
+    "no-credentials-1": 401,
+    "unknown-key-1": 401,
+    "bad-token-1": 401,
+    "register-1": 201,
+    "wrong-password-1": 401,
+    "log-in-1": 200,
+    "me-1": 200,
+    "forbidden-1": 403,
 }
 QUIET_CALLS = [
     Call(method="GET", path="/health/live", request_id="quiet-1"),
@@ -204,11 +286,17 @@ WARNING_CALLS = [Call(method="GET", path="/health/live", request_id="warning-1")
 
 
 @pytest.fixture(scope="module")
-def logged(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Output:
+async def logging_key(settings: Settings) -> str:
+    """The API key (users:read, users:write) the child process calls the users endpoints with."""
+    return await insert_api_key(settings.database_url, ["users:read", "users:write"])
+
+
+@pytest.fixture(scope="module")
+def logged(settings: Settings, logging_key: str, tmp_path_factory: pytest.TempPathFactory) -> Output:
     """One child process, three apps in turn: access log on, access log off, log level WARNING."""
     return run_apps(
         [
-            AppRun(settings=settings, calls=CALLS),
+            AppRun(settings=settings, calls=CALLS, service_key=logging_key),
             AppRun(settings=msgspec.structs.replace(settings, access_log=False), calls=QUIET_CALLS),
             AppRun(settings=msgspec.structs.replace(settings, log_level="WARNING"), calls=WARNING_CALLS),
         ],
@@ -270,6 +358,12 @@ async def test_without_a_request_id_each_response_gets_a_new_one(client: Client)
     ("method", "path", "kwargs", "status"),
     [
         ("GET", "/health/live", {}, 200),
+        (
+            "POST",
+            "/api/v1/auth/register",
+            {"json": {"email": "su@example.com", "username": "su", "password": "x"}},
+            400,
+        ),
         ("GET", "/api/v1/users", {}, 200),
         ("POST", "/api/v1/users", {"json": {"email": "rid@example.com", "username": "rid"}}, 201),
         ("GET", "/api/v1/users", {"params": {"limit": "0"}}, 400),
@@ -281,12 +375,31 @@ async def test_without_a_request_id_each_response_gets_a_new_one(client: Client)
     ],
 )
 async def test_every_response_has_exactly_one_request_id(
-    client: Client, method: str, path: str, kwargs: dict[str, Any], status: int
+    client: Client, service_key: str, *, method: str, path: str, kwargs: dict[str, Any], status: int
 ) -> None:
-    response = await client.request(method, path, **kwargs)
+    headers = {"X-API-Key": service_key, **kwargs.get("headers", {})}
+    response = await client.request(method, path, **{**kwargs, "headers": headers})
     assert response.status_code == status, response.text
     assert len(response.headers.get_list("x-request-id")) == 1
     assert GENERATED_ID.fullmatch(response.headers["x-request-id"])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": UNKNOWN_KEY}, {"X-API-Key": "malformed"}, {"Authorization": f"Bearer {BAD_TOKEN}"}],
+    ids=["none", "unknown-key", "malformed-key", "bad-token"],
+)
+async def test_a_401_has_exactly_one_request_id(client: Client, headers: dict[str, str]) -> None:
+    response = await client.get("/api/v1/users", headers=headers)
+    assert_problem(response, 401)
+    assert len(response.headers.get_list("x-request-id")) == 1
+    assert GENERATED_ID.fullmatch(response.headers["x-request-id"])
+
+
+async def test_a_401_echoes_a_given_request_id(client: Client) -> None:
+    response = await client.get("/api/v1/users", headers={"x-request-id": "trace-401"})
+    assert_problem(response, 401)
+    assert response.headers.get_list("x-request-id") == ["trace-401"]
 
 
 # --- what the app writes ------------------------------------------------------------------------
@@ -351,10 +464,44 @@ async def test_no_access_line_when_the_access_log_is_off(logged: Output) -> None
         assert call.request_id not in logged.stdout
 
 
-@pytest.mark.parametrize("text", [FULL_NAME, BIO, BAD_BIO, PATCH_BIO, "teapots", "violet lighthouse", "Zebulon"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        FULL_NAME,
+        BIO,
+        BAD_BIO,
+        PATCH_BIO,
+        "teapots",
+        "violet lighthouse",
+        "Zebulon",
+        SIGN_UP_FULL_NAME,
+        SIGN_UP_BIO,
+        "imaginary tides",
+        "Ottoline",
+        "ottoline@example.com",
+    ],
+)
 async def test_request_bodies_are_not_logged(logged: Output, text: str) -> None:
     assert text not in logged.stdout
     assert text not in logged.stderr
+
+
+async def test_no_password_key_or_token_is_logged(logged: Output, logging_key: str) -> None:
+    (log_in,) = [answer for call, answer in zip(CALLS, logged.answers[0], strict=True) if call.request_id == "log-in-1"]
+    tokens = json.loads(log_in.text)
+    secrets = {
+        "password": PASSWORD,
+        "wrong password": WRONG_PASSWORD,
+        "service key": logging_key,
+        "unknown key": UNKNOWN_KEY,
+        "bad token": BAD_TOKEN,
+        "access token": tokens["access_token"],
+        "access token signature": tokens["access_token"].rsplit(".", 1)[1],
+        "refresh token": tokens["refresh_token"],
+    }
+    for name, secret in secrets.items():
+        assert secret not in logged.stdout, name
+        assert secret not in logged.stderr, name
 
 
 async def test_an_app_configured_for_warnings_writes_no_info_lines(logged: Output) -> None:

@@ -70,3 +70,31 @@ async def test_docs_ui_is_served(client: Client) -> None:
     response = await client.get("/schema")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
+
+
+PUBLIC_OPERATIONS = {
+    "getLiveness",
+    "getReadiness",
+    "createToken",
+    "refreshToken",
+    "logOut",
+    "register",
+    "getJwks",
+}
+
+
+async def test_security_is_declared_on_exactly_the_protected_operations(client: Client) -> None:
+    doc = await document(client)
+    assert set(doc["components"]["securitySchemes"]) == {"oauth2", "bearer", "apiKey"}
+    flow = doc["components"]["securitySchemes"]["oauth2"]["flows"]["password"]
+    assert flow["tokenUrl"] == "/api/v1/auth/token"
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            requirement = operation.get("security")
+            if operation["operationId"] in PUBLIC_OPERATIONS:
+                assert not requirement, (method, path)
+            else:
+                assert requirement == [{"oauth2": []}, {"bearer": []}, {"apiKey": []}], (method, path)
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)

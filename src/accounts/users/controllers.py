@@ -1,33 +1,62 @@
-"""HTTP endpoints for users: `/api/v1/users`."""
+"""HTTP endpoints for users: `/api/v1/users`, and a user's own `/api/v1/users/me`."""
 
 from __future__ import annotations
 
 from typing import Annotated
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, Parameter
 
+from accounts.auth.authentication import AUTHENTICATED, Principal, requires, requires_user
+from accounts.auth.cache import CredentialCache
+from accounts.auth.controllers import provide_auth_service
+from accounts.auth.schemas import PasswordChange
+from accounts.auth.services import AuthService
 from accounts.errors import problem_responses
-from accounts.users.schemas import UserCreate, UserListQuery, UserPage, UserRead, UserSort, UserUpdate
+from accounts.users.schemas import (
+    ProfileUpdate,
+    UserCreate,
+    UserListQuery,
+    UserPage,
+    UserRead,
+    UserSort,
+    UserUpdate,
+)
 from accounts.users.services import UserService, to_read
 
 # Declared `str` in the path so a malformed id is a 400 naming the parameter, not an unmatched route (404).
 UserId = Annotated[UUID, Parameter(description="The user's id (a UUID).")]
 
 
+def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> None:
+    """Admins and `users:write` keys update anyone, users only themselves; nobody changes their own
+    flags, and only an admin (not a key) grants or takes admin rights."""
+    if not caller.may_access_user(user_id, "users:write"):
+        raise PermissionDeniedException(detail="You may update only your own account.")
+    changes_flags = data.is_active is not msgspec.UNSET or data.is_superuser is not msgspec.UNSET
+    if changes_flags and (caller.user_id == user_id or not caller.may("users:write")):
+        raise PermissionDeniedException(detail="You may not change your own is_active or is_superuser.")
+    if data.is_superuser is not msgspec.UNSET and not caller.is_admin:
+        raise PermissionDeniedException(detail="Only an admin may grant or take admin rights.")
+
+
 class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
+    security = AUTHENTICATED
     dependencies = {"users": Provide(create_service_provider(UserService))}
 
     @post(
         operation_id="createUser",
         summary="Create a user",
         status_code=201,
-        responses=problem_responses(400, 409, 413, 415),
+        guards=[requires("users:write")],
+        responses=problem_responses(400, 401, 403, 409, 413, 415),
     )
     async def create_user(self, users: NamedDependency[UserService], data: JSONBody[UserCreate]) -> Response[UserRead]:
         user = to_read(await users.create(data))
@@ -37,7 +66,8 @@ class UserController(Controller):
         operation_id="listUsers",
         summary="List users",
         description="Filter by `is_active`, exact `email`, or a prefix `q` of e-mail, username or full name.",
-        responses=problem_responses(400),
+        guards=[requires("users:read")],
+        responses=problem_responses(400, 401, 403),
     )
     async def list_users(
         self,
@@ -55,8 +85,62 @@ class UserController(Controller):
         query = UserListQuery(limit=limit, offset=offset, sort=sort, is_active=is_active, email=email, q=q)
         return await users.list_page(query)
 
-    @get("/{user_id:str}", operation_id="getUser", summary="Get a user", responses=problem_responses(400, 404))
-    async def get_user(self, users: NamedDependency[UserService], user_id: UserId) -> UserRead:
+    @get(
+        "/me",
+        operation_id="getMe",
+        summary="Get my account",
+        guards=[requires_user],
+        responses=problem_responses(401, 403),
+    )
+    async def get_me(self, users: NamedDependency[UserService], caller: NamedDependency[Principal]) -> UserRead:
+        return to_read(await users.get(caller.user_id))
+
+    @patch(
+        "/me",
+        operation_id="updateMe",
+        summary="Update my profile",
+        description="Only the fields sent change; `null` clears `full_name` or `bio`.",
+        guards=[requires_user],
+        responses=problem_responses(400, 401, 403, 409, 413, 415),
+    )
+    async def update_me(
+        self, users: NamedDependency[UserService], caller: NamedDependency[Principal], data: JSONBody[ProfileUpdate]
+    ) -> UserRead:
+        return to_read(await users.update(data, item_id=caller.user_id))
+
+    @post(
+        "/me/password",
+        operation_id="changeMyPassword",
+        summary="Change my password",
+        description="Needs the current password; logs the user out everywhere (every token is revoked).",
+        status_code=204,
+        guards=[requires_user],
+        dependencies={"auth": Provide(provide_auth_service, sync_to_thread=False)},
+        responses=problem_responses(400, 401, 403, 413, 415),
+    )
+    async def change_my_password(
+        self,
+        auth: NamedDependency[AuthService],
+        credentials: NamedDependency[CredentialCache],
+        caller: NamedDependency[Principal],
+        data: JSONBody[PasswordChange],
+    ) -> None:
+        assert caller.user_id is not None  # noqa: S101 - requires_user
+        await auth.change_password(caller.user_id, data.current_password, data.new_password)
+        credentials.forget_user(caller.user_id)
+
+    @get(
+        "/{user_id:str}",
+        operation_id="getUser",
+        summary="Get a user",
+        description="Admins and `users:read` keys read anyone; a user reads only themselves.",
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def get_user(
+        self, users: NamedDependency[UserService], caller: NamedDependency[Principal], user_id: UserId
+    ) -> UserRead:
+        if not caller.may_access_user(user_id, "users:read"):
+            raise PermissionDeniedException(detail="You may read only your own account.")
         return to_read(await users.get(user_id))
 
     @patch(
@@ -64,19 +148,31 @@ class UserController(Controller):
         operation_id="updateUser",
         summary="Update a user",
         description="Only the fields sent change; `null` clears `full_name` or `bio`.",
-        responses=problem_responses(400, 404, 409, 413, 415),
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 415),
     )
     async def update_user(
-        self, users: NamedDependency[UserService], user_id: UserId, data: JSONBody[UserUpdate]
+        self,
+        users: NamedDependency[UserService],
+        credentials: NamedDependency[CredentialCache],
+        caller: NamedDependency[Principal],
+        user_id: UserId,
+        data: JSONBody[UserUpdate],
     ) -> UserRead:
-        return to_read(await users.update(data, item_id=user_id))
+        ensure_may_update(caller, user_id, data)
+        user = to_read(await users.update(data, item_id=user_id))
+        credentials.forget_user(user_id)  # a deactivation or demotion holds in this worker from the next request
+        return user
 
     @delete(
         "/{user_id:str}",
         operation_id="deleteUser",
         summary="Delete a user",
         status_code=204,
-        responses=problem_responses(400, 404),
+        guards=[requires("users:write")],
+        responses=problem_responses(400, 401, 403, 404),
     )
-    async def delete_user(self, users: NamedDependency[UserService], user_id: UserId) -> None:
+    async def delete_user(
+        self, users: NamedDependency[UserService], credentials: NamedDependency[CredentialCache], user_id: UserId
+    ) -> None:
         await users.delete(user_id)
+        credentials.forget_user(user_id)

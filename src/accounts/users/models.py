@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Index, String, Text, column, func, text
+from sqlalchemy import Boolean, Index, Integer, String, Text, column, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.db import Base
@@ -32,3 +32,5 @@ class User(Base):
     hashed_password: Mapped[str | None] = mapped_column(String(255), default=None)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Bumped when a password changes or the user logs out everywhere: older access tokens stop working."""

@@ -9,7 +9,7 @@ from uuid import UUID
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 
-def _whole(pattern: str) -> str:
+def whole_string(pattern: str) -> str:
     """Anchor `pattern` to the whole string (a bare `$` would also accept a trailing newline)."""
     return f"^(?:{pattern})(?!\\n)$"
 
@@ -22,7 +22,7 @@ Email = Annotated[
     Meta(
         min_length=3,
         max_length=254,
-        pattern=_whole(rf"{_EMAIL_CHAR}+@{_EMAIL_LABEL}+(?:\.{_EMAIL_LABEL}+)+"),
+        pattern=whole_string(rf"{_EMAIL_CHAR}+@{_EMAIL_LABEL}+(?:\.{_EMAIL_LABEL}+)+"),
         description="E-mail address; stored lower-cased and unique regardless of case.",
         examples=["ada@example.com"],
         extra_json_schema={"format": "email"},
@@ -33,7 +33,7 @@ Username = Annotated[
     Meta(
         min_length=3,
         max_length=32,
-        pattern=_whole(r"[a-z0-9_.-]+"),
+        pattern=whole_string(r"[a-z0-9_.-]+"),
         description="3 to 32 of lower-case letters, digits, `_`, `.` and `-`; unique.",
         examples=["ada.lovelace"],
     ),
@@ -43,7 +43,7 @@ FullName = Annotated[
     Meta(
         min_length=1,
         max_length=200,
-        pattern=_whole(r"[^\x00-\x1f\x7f]+"),
+        pattern=whole_string(r"[^\x00-\x1f\x7f]+"),
         description="Display name: one line, no control characters.",
         examples=["Ada Lovelace"],
     ),
@@ -52,32 +52,44 @@ Bio = Annotated[
     str,
     Meta(
         max_length=2000,
-        pattern=_whole(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*"),
+        pattern=whole_string(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*"),
         description="Free text; line breaks and tabs allowed, other control characters not.",
         examples=["Analyst of engines."],
     ),
+]
+
+Password = Annotated[
+    str,
+    Meta(min_length=8, max_length=128, description="8 to 128 characters, no other rules.", examples=["correct horse"]),
 ]
 
 UserSort = Literal["created_at", "-created_at", "email", "-email", "username", "-username"]
 
 
 class UserCreate(Struct, kw_only=True, forbid_unknown_fields=True):
-    """A new user."""
+    """A new user, made by an admin or a service; without a password the user cannot log in yet."""
 
     email: Email
     username: Username
     full_name: FullName | None = None
     bio: Bio | None = None
+    password: Password | None = None
 
 
-class UserUpdate(Struct, kw_only=True, forbid_unknown_fields=True):
-    """A partial update: only the fields present change; `null` clears a nullable field."""
+class ProfileUpdate(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A user's change to their own profile: only the fields present change; `null` clears a nullable field."""
 
     email: Email | UnsetType = UNSET
     username: Username | UnsetType = UNSET
     full_name: FullName | UnsetType | None = UNSET
     bio: Bio | UnsetType | None = UNSET
+
+
+class UserUpdate(ProfileUpdate, kw_only=True, forbid_unknown_fields=True):
+    """An admin's or a service's change to any user; `is_superuser` only by an admin, and neither flag on oneself."""
+
     is_active: bool | UnsetType = UNSET
+    is_superuser: bool | UnsetType = UNSET
 
 
 class UserRead(Struct, kw_only=True):

@@ -11,6 +11,7 @@ from advanced_alchemy.service import ModelDictT, SQLAlchemyAsyncRepositoryServic
 from advanced_alchemy.utils.serialization import schema_dump
 from sqlalchemy import ColumnElement, func, or_
 
+from accounts.auth.passwords import hash_password
 from accounts.users.models import User
 from accounts.users.schemas import UserListQuery, UserPage, UserRead
 
@@ -33,7 +34,10 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
     count_with_window_function = False
 
     async def to_model_on_create(self, data: ModelDictT[User]) -> ModelDictT[User]:
-        return _normalise(schema_dump(data))
+        values = _normalise(schema_dump(data))
+        if isinstance(values, dict) and (password := values.pop("password", None)) is not None:
+            values["hashed_password"] = await hash_password(password)
+        return values
 
     async def to_model_on_update(self, data: ModelDictT[User]) -> ModelDictT[User]:
         return _normalise(schema_dump(data))

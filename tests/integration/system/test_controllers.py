@@ -121,27 +121,46 @@ async def test_ready_is_503_within_its_timeout_when_the_database_does_not_answer
 
 
 # --- the API with no database -------------------------------------------------------------------
+# A well-formed API key is looked up in the database, so with none answering, an authenticated call is a
+# 503 before its handler runs; the public sign-up reaches its handler and fails there.
 
 
-async def test_listing_users_is_503_not_500_when_the_database_is_down(unreachable: Client) -> None:
-    assert_unavailable(await unreachable.get("/api/v1/users"))
+async def test_listing_users_is_503_not_500_when_the_database_is_down(unreachable: Client, service_key: str) -> None:
+    assert_unavailable(await unreachable.get("/api/v1/users", headers={"X-API-Key": service_key}))
 
 
-async def test_creating_a_user_is_503_not_500_when_the_database_is_down(unreachable: Client) -> None:
-    response = await unreachable.post("/api/v1/users", json={"email": "down@example.com", "username": "down"})
+async def test_creating_a_user_is_503_not_500_when_the_database_is_down(unreachable: Client, service_key: str) -> None:
+    response = await unreachable.post(
+        "/api/v1/users", json={"email": "down@example.com", "username": "down"}, headers={"X-API-Key": service_key}
+    )
+    assert_unavailable(response)
+
+
+async def test_signing_up_is_503_not_500_when_the_database_is_down(unreachable: Client) -> None:
+    response = await unreachable.post(
+        "/api/v1/auth/register", json={"email": "down@example.com", "username": "down", "password": "long enough"}
+    )
     assert_unavailable(response)
 
 
 async def test_validation_still_answers_400_when_the_database_is_down(unreachable: Client) -> None:
-    response = await unreachable.get("/api/v1/users", params={"limit": 0})
-    assert_problem(response, 400)
+    response = await unreachable.post(
+        "/api/v1/auth/register", json={"email": "down@example.com", "username": "down", "password": "short"}
+    )
+    assert_problem(response, 400, field="password")
 
 
-async def test_an_api_request_is_503_promptly_when_the_database_does_not_answer(silent_database_url: str) -> None:
+async def test_a_request_without_credentials_is_401_when_the_database_is_down(unreachable: Client) -> None:
+    assert_problem(await unreachable.get("/api/v1/users"), 401)
+
+
+async def test_an_api_request_is_503_promptly_when_the_database_does_not_answer(
+    silent_database_url: str, service_key: str
+) -> None:
     settings = Settings(database_url=silent_database_url, database_pool_timeout=1, ready_timeout=0.5)
     async with client_of(settings) as client:
         started = time.perf_counter()
-        response = await client.get("/api/v1/users")
+        response = await client.get("/api/v1/users", headers={"X-API-Key": service_key})
         elapsed = time.perf_counter() - started
 
         # The silent server drops the connection after SILENT_HOLD_SECONDS; an answer only then is too late.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +18,15 @@ from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 USERS = "/api/v1/users"
+
+
+@pytest.fixture(autouse=True)
+def as_service(client: Client, service_key: str) -> Iterator[None]:
+    """These tests call as a service holding `users:read` and `users:write`; who may do what is tested
+    in tests/integration/auth."""
+    client.headers["X-API-Key"] = service_key
+    yield
+    del client.headers["X-API-Key"]
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -70,9 +80,9 @@ async def test_duplicate_username_is_a_conflict(client: Client) -> None:
     assert_problem(await client.post(USERS, json=body(username="grace")), 409, field="username")
 
 
-async def test_concurrent_creates_with_one_email_give_one_201(client: Client, live_url: str) -> None:
+async def test_concurrent_creates_with_one_email_give_one_201(client: Client, live_url: str, service_key: str) -> None:
     bodies = [body(email="race@example.com") for _ in range(20)]
-    async with httpx.AsyncClient(base_url=live_url, timeout=30) as live:
+    async with httpx.AsyncClient(base_url=live_url, timeout=30, headers={"X-API-Key": service_key}) as live:
         responses = await asyncio.gather(*(live.post(USERS, json=b) for b in bodies))
 
     statuses = sorted(r.status_code for r in responses)
@@ -290,7 +300,6 @@ async def test_patch_lower_cases_email(client: Client) -> None:
         ({"email": "bad"}, "email"),
         ({"username": "BAD"}, "username"),
         ({"bio": "x" * 2001}, "bio"),
-        ({"full_name": "fine", "is_superuser": True}, "is_superuser"),
         ({"full_name": "fine", "hashed_password": "x"}, "hashed_password"),
         ({"full_name": "fine", "id": str(uuid.uuid4())}, "id"),
     ],
@@ -300,6 +309,12 @@ async def test_patch_rejects_invalid_or_unknown_fields_and_changes_nothing(
 ) -> None:
     user = await create(client)
     assert_problem(await client.patch(f"{USERS}/{user['id']}", json=payload), 400, field=field)
+    assert (await client.get(f"{USERS}/{user['id']}")).json() == user
+
+
+async def test_patch_granting_admin_by_a_service_key_is_403_and_changes_nothing(client: Client) -> None:
+    user = await create(client)
+    assert_problem(await client.patch(f"{USERS}/{user['id']}", json={"is_superuser": True}), 403)
     assert (await client.get(f"{USERS}/{user['id']}")).json() == user
 
 

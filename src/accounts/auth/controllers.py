@@ -1,0 +1,200 @@
+"""HTTP endpoints for signing in and out, the public keys, and API keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.extensions.litestar.providers import create_service_provider
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import CacheControlHeader
+from litestar.di import NamedDependency, Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.params import Body, JSONBody, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.auth.authentication import AUTHENTICATED, Principal, requires_admin, requires_user
+from accounts.auth.cache import CredentialCache
+from accounts.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    JwkSet,
+    PasswordGrant,
+    RefreshRequest,
+    RegisterRequest,
+    TokenPair,
+)
+from accounts.auth.services import ApiKeyService, AuthService, to_key_read
+from accounts.auth.tokens import AccessTokens
+from accounts.config import Settings
+from accounts.errors import problem_responses
+from accounts.users.schemas import UserRead
+from accounts.users.services import UserService, to_read
+
+PUBLIC = {"exclude_from_auth": True}
+NO_STORE = CacheControlHeader(no_store=True)
+
+
+def provide_auth_service(
+    db_session: NamedDependency[AsyncSession],
+    tokens: NamedDependency[AccessTokens],
+    settings: NamedDependency[Settings],
+) -> AuthService:
+    return AuthService(db_session, tokens, settings)
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class AuthController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+    dependencies = {
+        "auth": Provide(provide_auth_service, sync_to_thread=False),
+        "users": Provide(create_service_provider(UserService)),
+    }
+
+    @post(
+        "/token",
+        operation_id="createToken",
+        summary="Log in: OAuth 2.0 password grant",
+        description="Form-encoded `grant_type=password&username=<e-mail or username>&password=...`.",
+        status_code=200,
+        opt=PUBLIC,
+        cache_control=NO_STORE,
+        responses=problem_responses(400, 401, 415, 429),
+    )
+    async def create_token(
+        self,
+        auth: NamedDependency[AuthService],
+        request: Request[Any, Any, Any],
+        data: Annotated[PasswordGrant, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> TokenPair:
+        return await auth.login(data.username, data.password, client_address(request))
+
+    @post(
+        "/refresh",
+        operation_id="refreshToken",
+        summary="Swap a refresh token for a new token pair",
+        description="Each refresh token works once; presenting a used one revokes every token of its chain.",
+        status_code=200,
+        opt=PUBLIC,
+        cache_control=NO_STORE,
+        responses=problem_responses(400, 401, 415),
+    )
+    async def refresh_token(self, auth: NamedDependency[AuthService], data: JSONBody[RefreshRequest]) -> TokenPair:
+        return await auth.refresh(data.refresh_token)
+
+    @post(
+        "/logout",
+        operation_id="logOut",
+        summary="Revoke a refresh token",
+        status_code=204,
+        opt=PUBLIC,
+        responses=problem_responses(400, 415),
+    )
+    async def log_out(self, auth: NamedDependency[AuthService], data: JSONBody[RefreshRequest]) -> None:
+        await auth.refresh_tokens.revoke(data.refresh_token)
+
+    @post(
+        "/logout-all",
+        operation_id="logOutEverywhere",
+        summary="Revoke every token of the calling user",
+        description="Refresh tokens and, at once, access tokens already issued.",
+        status_code=204,
+        guards=[requires_user],
+        security=AUTHENTICATED,
+        responses=problem_responses(401, 403),
+    )
+    async def log_out_everywhere(
+        self,
+        auth: NamedDependency[AuthService],
+        credentials: NamedDependency[CredentialCache],
+        caller: NamedDependency[Principal],
+    ) -> None:
+        assert caller.user_id is not None  # noqa: S101 - requires_user
+        await auth.log_out_everywhere(caller.user_id)
+        credentials.forget_user(caller.user_id)
+
+    @post(
+        "/register",
+        operation_id="register",
+        summary="Sign up",
+        description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`.",
+        status_code=201,
+        opt=PUBLIC,
+        responses=problem_responses(400, 403, 409, 413, 415),
+    )
+    async def register(
+        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[RegisterRequest]
+    ) -> Response[UserRead]:
+        if not settings.registration_enabled:
+            raise PermissionDeniedException(detail="Sign-up is closed; ask an administrator for an account.")
+        user = to_read(await users.create(data))
+        return Response(user, status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
+
+
+class JwksController(Controller):
+    path = "/.well-known/jwks.json"
+    tags = ["auth"]
+
+    @get(
+        operation_id="getJwks",
+        summary="The public keys that verify access tokens (JWK Set)",
+        opt=PUBLIC,
+        cache_control=CacheControlHeader(max_age=300, public=True),
+    )
+    async def jwks(self, tokens: NamedDependency[AccessTokens]) -> JwkSet:
+        return tokens.keys.jwks
+
+
+class ApiKeyController(Controller):
+    path = "/api/v1/api-keys"
+    tags = ["api-keys"]
+    guards = [requires_admin]
+    security = AUTHENTICATED
+    dependencies = {"api_keys": Provide(create_service_provider(ApiKeyService))}
+
+    @post(
+        operation_id="createApiKey",
+        summary="Create an API key (the secret is shown once)",
+        status_code=201,
+        responses=problem_responses(400, 401, 403, 413, 415),
+    )
+    async def create_api_key(
+        self, api_keys: NamedDependency[ApiKeyService], caller: NamedDependency[Principal], data: JSONBody[ApiKeyCreate]
+    ) -> Response[ApiKeyCreated]:
+        if data.expires_at is not None and data.expires_at <= datetime.now(UTC):
+            raise ValidationException(
+                detail="expires_at must be in the future",
+                extra=[{"key": "expires_at", "message": "must be in the future"}],
+            )
+        key, secret = await api_keys.create_key(data, created_by=caller.user_id)
+        created = ApiKeyCreated(**msgspec.structs.asdict(to_key_read(key)), key=secret)
+        return Response(created, status_code=201, headers={"Location": f"{self.path}/{key.id}"})
+
+    @get(operation_id="listApiKeys", summary="List API keys", responses=problem_responses(401, 403))
+    async def list_api_keys(self, api_keys: NamedDependency[ApiKeyService]) -> ApiKeyList:
+        keys = await api_keys.get_many(order_by=[("created_at", True)])
+        return ApiKeyList(items=[to_key_read(key) for key in keys])
+
+    @delete(
+        "/{key_id:str}",
+        operation_id="revokeApiKey",
+        summary="Revoke an API key",
+        status_code=204,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def revoke_api_key(
+        self,
+        api_keys: NamedDependency[ApiKeyService],
+        credentials: NamedDependency[CredentialCache],
+        key_id: Annotated[UUID, Parameter(description="The API key's id.")],
+    ) -> None:
+        await api_keys.revoke_key(key_id)
+        credentials.forget_api_key(key_id)

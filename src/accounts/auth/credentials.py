@@ -1,0 +1,37 @@
+"""Opaque secrets: refresh tokens and API keys, and the hashes they are stored and found by."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+API_KEY_PREFIX = "acck_"
+_API_KEY = re.compile(r"acck_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
+
+
+def secret_hash(value: str) -> bytes:
+    """SHA-256: these secrets are 256 random bits, so a fast hash is enough and lookups stay cheap."""
+    return hashlib.sha256(value.encode()).digest()
+
+
+def same_hash(value: str, expected: bytes) -> bool:
+    """Compare in constant time, so the answer's timing says nothing about how much matched."""
+    return hmac.compare_digest(secret_hash(value), expected)
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_api_key() -> tuple[str, str]:
+    """A new key and its public prefix: `acck_<12 hex>_<43 url-safe characters>`."""
+    prefix = secrets.token_hex(6)
+    return prefix, f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def api_key_prefix(value: str) -> str | None:
+    """The prefix of a well-formed API key, else None."""
+    match = _API_KEY.fullmatch(value)
+    return match.group(1) if match else None

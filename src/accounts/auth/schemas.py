@@ -1,0 +1,97 @@
+"""What goes over the wire for authentication: tokens, key sets, passwords and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from msgspec import Meta, Struct
+
+from accounts.users.schemas import Bio, Email, FullName, Password, Username, whole_string
+
+Scope = Literal["users:read", "users:write"]
+RefreshTokenValue = Annotated[str, Meta(min_length=1, max_length=256, description="The opaque refresh token.")]
+
+
+class PasswordGrant(Struct, kw_only=True):
+    """OAuth 2.0 resource-owner password grant (RFC 6749 section 4.3), form-encoded."""
+
+    grant_type: Literal["password"]
+    username: Annotated[str, Meta(min_length=1, max_length=254, description="E-mail address or username.")]
+    password: Annotated[str, Meta(min_length=1, max_length=128)]
+    scope: Annotated[str, Meta(max_length=1000)] = ""
+
+
+class TokenPair(Struct, kw_only=True):
+    """An access token (a JWT for the `Authorization: Bearer` header) and the refresh token that renews it."""
+
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    """Seconds until the access token expires."""
+    refresh_token: str
+
+
+class RefreshRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    refresh_token: RefreshTokenValue
+
+
+class RegisterRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A public sign-up."""
+
+    email: Email
+    username: Username
+    password: Password
+    full_name: FullName | None = None
+    bio: Bio | None = None
+
+
+class PasswordChange(Struct, kw_only=True, forbid_unknown_fields=True):
+    current_password: Annotated[str, Meta(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class Jwk(Struct, kw_only=True, omit_defaults=False):
+    """An Ed25519 public key as a JWK (RFC 8037)."""
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    use: Literal["sig"] = "sig"
+    alg: Literal["EdDSA"] = "EdDSA"
+
+
+class JwkSet(Struct, kw_only=True):
+    """The public keys that verify access tokens; during a key rotation, more than one."""
+
+    keys: list[Jwk]
+
+
+class ApiKeyCreate(Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=100, pattern=whole_string(r"[^\x00-\x1f\x7f]+"))]
+    scopes: Annotated[list[Scope], Meta(min_length=1, max_length=8)]
+    expires_at: Annotated[datetime, Meta(tz=True, description="RFC 3339 with an offset.")] | None = None
+
+
+class ApiKeyRead(Struct, kw_only=True):
+    id: UUID
+    name: str
+    prefix: str
+    """The public start of the key (`acck_<prefix>_...`), to recognise it in logs and lists."""
+    scopes: list[str]
+    created_by: UUID | None
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead, kw_only=True):
+    key: str
+    """The secret key. It is shown only in this response: store it now."""
+
+
+class ApiKeyList(Struct, kw_only=True):
+    items: list[ApiKeyRead]

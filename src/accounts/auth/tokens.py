@@ -1,0 +1,82 @@
+"""Access tokens: short-lived EdDSA-signed JWTs that any service can verify with the published JWK Set."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+import msgspec
+
+from accounts.auth.keys import SigningKeys
+from accounts.config import Settings
+
+ALGORITHM = "EdDSA"
+LEEWAY_SECONDS = 30
+
+
+class InvalidTokenError(Exception):
+    """The token is not one this service issued, or no longer valid; the message says why."""
+
+
+class AccessClaims(msgspec.Struct, kw_only=True, frozen=True):
+    sub: uuid.UUID
+    ver: int
+    """The user's token version when the token was issued; a newer version revokes the token."""
+    roles: list[str]
+    scope: str
+    exp: int
+    jti: str
+
+
+class AccessTokens:
+    """Issues and verifies access tokens; verification needs no database."""
+
+    def __init__(self, keys: SigningKeys, settings: Settings) -> None:
+        self.keys = keys
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.ttl = settings.access_token_ttl
+
+    def issue(self, user_id: uuid.UUID, *, token_version: int, is_admin: bool) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(user_id),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl,
+            "jti": uuid.uuid4().hex,
+            "ver": token_version,
+            "roles": ["admin"] if is_admin else ["user"],
+            "scope": "users:read users:write" if is_admin else "",
+        }
+        return jwt.encode(
+            claims,
+            self.keys.signing_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self.keys.signing_kid, "typ": "at+jwt"},
+        )
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self.keys.verify_keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise InvalidTokenError("The access token was not signed by a key this service publishes.")
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+            )
+            return msgspec.convert(payload, AccessClaims, strict=False)
+        except jwt.ExpiredSignatureError:
+            raise InvalidTokenError("The access token has expired.") from None
+        except (jwt.InvalidTokenError, msgspec.ValidationError) as exc:
+            raise InvalidTokenError(f"The access token is invalid: {exc}.") from None

@@ -1,0 +1,152 @@
+"""Failed logins are limited per account and per client address within a window; then 429 with Retry-After,
+and after the window logins work again. Each test runs its own app with small limits and a 2-second window
+(on the real clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from accounts.app import create_app
+from accounts.config import Settings
+from tests.integration.auth.support import Account, Client, MakeUser, assert_unauthenticated, request_token, sql
+from tests.problems import assert_problem
+
+WINDOW = 2
+WRONG = "not the password"
+
+
+async def limited_app(settings: Settings, *, per_account: int, per_address: int) -> AsyncIterator[Client]:
+    limited = msgspec.structs.replace(
+        settings,
+        login_max_failures_per_account=per_account,
+        login_max_failures_per_address=per_address,
+        login_failure_window=WINDOW,
+    )
+    async with AsyncTestClient(create_app(limited), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+async def per_account(settings: Settings) -> AsyncIterator[Client]:
+    """Three failures per account; the address limit out of reach."""
+    async for client in limited_app(settings, per_account=3, per_address=1000):
+        yield client
+
+
+@pytest.fixture
+async def per_address(settings: Settings) -> AsyncIterator[Client]:
+    """Three failures per client address; the account limit out of reach."""
+    async for client in limited_app(settings, per_account=1000, per_address=3):
+        yield client
+
+
+def assert_too_many(response: httpx.Response) -> int:
+    problem = assert_problem(response, 429)
+    assert problem["type"] == "/problems/too-many-attempts"
+    retry_after = int(response.headers["retry-after"])
+    assert 1 <= retry_after <= WINDOW + 1
+    assert "access_token" not in response.text
+    return retry_after
+
+
+async def fail(client: Client, identifier: str) -> None:
+    assert_unauthenticated(await request_token(client, identifier, WRONG), error="invalid_grant")
+
+
+async def test_an_account_is_locked_after_its_failures_until_the_window_ends(
+    per_account: Client, account_a: Account, account_b: Account, database_url: str
+) -> None:
+    started = time.monotonic()
+    for _ in range(3):
+        await fail(per_account, account_a.username)
+
+    # Now even the right password is refused, without a token.
+    assert_too_many(await request_token(per_account, account_a.username, account_a.password))
+    assert_too_many(await request_token(per_account, account_a.username, WRONG))
+    assert await sql(database_url, "SELECT 1 FROM refresh_tokens WHERE user_id = $1", account_a.id) == []
+    # Another account from the same address is not affected.
+    assert (await request_token(per_account, account_b.username, account_b.password)).status_code == 200
+
+    await asyncio.sleep(max(0.0, WINDOW + 0.3 - (time.monotonic() - started)))
+
+    assert (await request_token(per_account, account_a.username, account_a.password)).status_code == 200
+
+
+async def test_the_limit_counts_failures_within_the_window_only(per_account: Client, account_a: Account) -> None:
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.username)
+    await asyncio.sleep(WINDOW + 0.3)
+
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.username)
+
+    assert (await request_token(per_account, account_a.username, account_a.password)).status_code == 200
+
+
+async def test_a_successful_login_clears_the_accounts_failures(per_account: Client, account_a: Account) -> None:
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.username)
+    assert (await request_token(per_account, account_a.username, account_a.password)).status_code == 200
+
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.username)
+
+    assert (await request_token(per_account, account_a.username, account_a.password)).status_code == 200
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.username)
+    assert_too_many(await request_token(per_account, account_a.username, account_a.password))
+
+
+async def test_failures_for_unknown_accounts_are_limited_too(per_account: Client) -> None:
+    for _ in range(3):
+        await fail(per_account, "nobody-here")
+    assert_too_many(await request_token(per_account, "nobody-here", WRONG))
+
+
+async def test_an_account_locked_by_username_is_locked_by_email_too(per_account: Client, account_a: Account) -> None:
+    for _ in range(3):
+        await fail(per_account, account_a.username)
+    assert_too_many(await request_token(per_account, account_a.username, account_a.password))
+
+    assert_too_many(await request_token(per_account, account_a.email, account_a.password))
+
+
+async def test_failures_by_username_and_by_email_count_for_one_account(per_account: Client, account_a: Account) -> None:
+    await fail(per_account, account_a.username)
+    await fail(per_account, account_a.email)
+    await fail(per_account, account_a.username)
+
+    assert_too_many(await request_token(per_account, account_a.username, account_a.password))
+
+
+async def test_an_address_is_limited_across_accounts_until_the_window_ends(
+    per_address: Client, make_user: MakeUser, account_a: Account
+) -> None:
+    started = time.monotonic()
+    others = [await make_user() for _ in range(2)]
+    await fail(per_address, others[0].username)
+    await fail(per_address, others[1].email)
+    await fail(per_address, "nobody-here")
+
+    # Every account is refused from this address now, even with its right password.
+    assert_too_many(await request_token(per_address, account_a.username, account_a.password))
+    assert_too_many(await request_token(per_address, others[0].username, others[0].password))
+
+    await asyncio.sleep(max(0.0, WINDOW + 0.3 - (time.monotonic() - started)))
+
+    assert (await request_token(per_address, account_a.username, account_a.password)).status_code == 200
+
+
+async def test_the_session_app_allows_a_few_failures(client: Client, account_a: Account) -> None:
+    """The default limits (5 per account) are not hit by a couple of typos."""
+    await fail(client, account_a.username)
+    await fail(client, account_a.username)
+    assert (await request_token(client, account_a.username, account_a.password)).status_code == 200
