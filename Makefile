@@ -8,7 +8,7 @@ export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --no-sync
 
-.PHONY: help uv install run test lint format migrate migration clean
+.PHONY: help uv install run test lint format migrate migration bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,11 @@ migrate: install ## Apply pending migrations to DATABASE_URL (or the embedded da
 
 migration: install ## Autogenerate a migration from the models: make migration m="what changed"
 	$(RUN) accounts database make-migrations --no-prompt -m "$(m)"
+
+bench: install ## Benchmark vs the ceiling and the FastAPI peer with wrk: make bench [users=100000] [runs=3]
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+		{ echo "make bench needs wrk (Debian package wrk)"; exit 1; }
+	$(RUN) python -m tests.bench.run --users $(or $(users),100000) --runs $(or $(runs),3)
 
 clean: ## Remove the virtualenv and caches (keeps .data/)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

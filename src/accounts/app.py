@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
 
+import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Request
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
@@ -18,7 +20,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, Reference, SecurityScheme
 from litestar.params import BodyKwarg
 
-from accounts.auth.authentication import AuthenticationMiddleware, Authenticator, provide_caller
+from accounts.auth.authentication import AuthenticationMiddleware, Authenticator
 from accounts.auth.cache import CredentialCache
 from accounts.auth.controllers import ApiKeyController, AuthController, JwksController
 from accounts.auth.keys import SigningKeys
@@ -30,9 +32,9 @@ from accounts.errors import exception_handlers
 from accounts.logging import RequestContextMiddleware, configure_logging
 from accounts.system.controllers import HealthController
 from accounts.users.controllers import UserController
+from accounts.users.services import UserStore
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_PUBLIC_PATHS = ["^/health/", "^/schema"]
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "oauth2": SecurityScheme(
@@ -69,6 +71,11 @@ async def check_body_media_type(request: Request[Any, Any, Any]) -> None:
         )
 
 
+def provide_user_store(state: State) -> UserStore:
+    store: UserStore = state.user_store
+    return store
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application; `settings` defaults to those read from the environment."""
     settings = Settings.from_env() if settings is None else settings
@@ -78,24 +85,33 @@ def create_app(settings: Settings | None = None) -> Litestar:
     credentials = CredentialCache(database.get_engine(), settings.asyncpg_database_url or "")
 
     @asynccontextmanager
-    async def keep_credentials_fresh(app: Litestar) -> AsyncIterator[None]:
+    async def connections(app: Litestar) -> AsyncIterator[None]:
+        """The asyncpg pool of the hot paths, and the credential cache's notification connection."""
+        pool = await asyncpg.create_pool(
+            settings.asyncpg_database_url,
+            min_size=0,  # connect on first use: the process starts, and is live, while the database is down
+            max_size=settings.database_pool_size,
+            timeout=settings.database_connect_timeout,
+        )
+        app.state.user_store = UserStore(pool, credentials)
         await credentials.start()
         app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
         try:
             yield
         finally:
             await credentials.stop()
+            await pool.close()
 
     app = Litestar(
         route_handlers=[HealthController, AuthController, JwksController, UserController, ApiKeyController],
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
-        lifespan=[keep_credentials_fresh],
-        middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=_PUBLIC_PATHS)],
+        lifespan=[connections],
+        middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"])],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "tokens": Provide(lambda: tokens, sync_to_thread=False, use_cache=True),
-            "caller": Provide(provide_caller, sync_to_thread=False),
             "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),
+            "store": Provide(provide_user_store, sync_to_thread=False),
         },
         before_request=check_body_media_type,
         exception_handlers=exception_handlers,

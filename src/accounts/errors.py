@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import msgspec
 import structlog
 from advanced_alchemy.exceptions import IntegrityError, NotFoundError, RepositoryError
@@ -133,7 +134,9 @@ def _on_not_found(_: Request[Any, Any, Any], __: NotFoundError) -> Response[Prob
     return problem_response(404, "No resource with this id exists.", type_="/problems/not-found")
 
 
-def _on_integrity_error(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[Problem]:
+def _on_integrity_error(
+    _: Request[Any, Any, Any], exc: IntegrityError | asyncpg.IntegrityConstraintViolationError
+) -> Response[Problem]:
     field = constraint_field(exc)
     if field is None:
         return problem_response(409, "The change conflicts with existing data.", type_="/problems/conflict")
@@ -145,11 +148,23 @@ def _on_integrity_error(_: Request[Any, Any, Any], exc: IntegrityError) -> Respo
     )
 
 
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` comes from not reaching the database (refused, dropped, timed out), not from the query."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, OSError | TimeoutError | OperationalError | InterfaceError | PoolTimeoutError):
+        if isinstance(cause, _UNREACHABLE):
             return True
         cause = cause.__cause__
     return False
@@ -201,6 +216,7 @@ exception_handlers: ExceptionHandlersMap = {
     HTTPException: _on_http_error,
     NotFoundError: _on_not_found,
     IntegrityError: _on_integrity_error,
+    asyncpg.IntegrityConstraintViolationError: _on_integrity_error,
     AuthenticationFailed: _on_authentication_failed,
     TooManyAttempts: _on_too_many_attempts,
     RepositoryError: _on_unexpected,

@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -38,12 +39,23 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     is_admin: bool = False
     scopes: frozenset[str] = frozenset()
 
+    @property
+    def own_user_id(self) -> UUID:
+        """The calling user's id; a service key has none (routes for users are guarded by requires_user)."""
+        if self.user_id is None:
+            raise PermissionDeniedException(detail="This needs a user's access token, not an API key.")
+        return self.user_id
+
     def may(self, scope: str) -> bool:
         return scope in self.scopes
 
     def may_access_user(self, user_id: UUID, scope: str) -> bool:
         """Admins and keys with `scope` reach anyone; a user reaches only themselves."""
         return self.may(scope) or self.user_id == user_id
+
+
+AuthenticatedRequest = Request[Principal, None, State]
+"""The request of an authenticated route: `request.user` is the caller (read directly, no injection)."""
 
 
 class Authenticator:
@@ -123,6 +135,10 @@ class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
+PUBLIC = {"exclude_from_auth": True}
+"""Route `opt` of the few public routes; every other route needs credentials (deny by default)."""
+
+
 def requires(scope: str):  # type: ignore[no-untyped-def]
     """A guard: the caller holds `scope` (admins hold every scope)."""
 
@@ -137,12 +153,6 @@ def requires_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # 
     """A guard: the caller is an admin user."""
     if not connection.user.is_admin:
         raise PermissionDeniedException(detail="This needs an admin.")
-
-
-def provide_caller(request: Request) -> Principal:  # type: ignore[type-arg]
-    """The `caller` dependency: who is making the request."""
-    principal: Principal = request.user
-    return principal
 
 
 def requires_user(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]

@@ -16,7 +16,13 @@ from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import Body, JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.auth.authentication import AUTHENTICATED, Principal, requires_admin, requires_user
+from accounts.auth.authentication import (
+    AUTHENTICATED,
+    PUBLIC,
+    AuthenticatedRequest,
+    requires_admin,
+    requires_user,
+)
 from accounts.auth.cache import CredentialCache
 from accounts.auth.schemas import (
     ApiKeyCreate,
@@ -35,7 +41,6 @@ from accounts.errors import problem_responses
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
 
-PUBLIC = {"exclude_from_auth": True}
 NO_STORE = CacheControlHeader(no_store=True)
 
 
@@ -61,11 +66,11 @@ class AuthController(Controller):
 
     @post(
         "/token",
+        opt=PUBLIC,
         operation_id="createToken",
         summary="Log in: OAuth 2.0 password grant",
         description="Form-encoded `grant_type=password&username=<e-mail or username>&password=...`.",
         status_code=200,
-        opt=PUBLIC,
         cache_control=NO_STORE,
         responses=problem_responses(400, 401, 415, 429),
     )
@@ -79,11 +84,11 @@ class AuthController(Controller):
 
     @post(
         "/refresh",
+        opt=PUBLIC,
         operation_id="refreshToken",
         summary="Swap a refresh token for a new token pair",
         description="Each refresh token works once; presenting a used one revokes every token of its chain.",
         status_code=200,
-        opt=PUBLIC,
         cache_control=NO_STORE,
         responses=problem_responses(400, 401, 415),
     )
@@ -92,10 +97,10 @@ class AuthController(Controller):
 
     @post(
         "/logout",
+        opt=PUBLIC,
         operation_id="logOut",
         summary="Revoke a refresh token",
         status_code=204,
-        opt=PUBLIC,
         responses=problem_responses(400, 415),
     )
     async def log_out(self, auth: NamedDependency[AuthService], data: JSONBody[RefreshRequest]) -> None:
@@ -115,19 +120,18 @@ class AuthController(Controller):
         self,
         auth: NamedDependency[AuthService],
         credentials: NamedDependency[CredentialCache],
-        caller: NamedDependency[Principal],
+        request: AuthenticatedRequest,
     ) -> None:
-        assert caller.user_id is not None  # noqa: S101 - requires_user
-        await auth.log_out_everywhere(caller.user_id)
-        credentials.forget_user(caller.user_id)
+        await auth.log_out_everywhere(request.user.own_user_id)
+        credentials.forget_user(request.user.own_user_id)
 
     @post(
         "/register",
+        opt=PUBLIC,
         operation_id="register",
         summary="Sign up",
         description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`.",
         status_code=201,
-        opt=PUBLIC,
         responses=problem_responses(400, 403, 409, 413, 415),
     )
     async def register(
@@ -145,8 +149,8 @@ class JwksController(Controller):
 
     @get(
         operation_id="getJwks",
-        summary="The public keys that verify access tokens (JWK Set)",
         opt=PUBLIC,
+        summary="The public keys that verify access tokens (JWK Set)",
         cache_control=CacheControlHeader(max_age=300, public=True),
     )
     async def jwks(self, tokens: NamedDependency[AccessTokens]) -> JwkSet:
@@ -167,14 +171,14 @@ class ApiKeyController(Controller):
         responses=problem_responses(400, 401, 403, 413, 415),
     )
     async def create_api_key(
-        self, api_keys: NamedDependency[ApiKeyService], caller: NamedDependency[Principal], data: JSONBody[ApiKeyCreate]
+        self, api_keys: NamedDependency[ApiKeyService], request: AuthenticatedRequest, data: JSONBody[ApiKeyCreate]
     ) -> Response[ApiKeyCreated]:
         if data.expires_at is not None and data.expires_at <= datetime.now(UTC):
             raise ValidationException(
                 detail="expires_at must be in the future",
                 extra=[{"key": "expires_at", "message": "must be in the future"}],
             )
-        key, secret = await api_keys.create_key(data, created_by=caller.user_id)
+        key, secret = await api_keys.create_key(data, created_by=request.user.user_id)
         created = ApiKeyCreated(**msgspec.structs.asdict(to_key_read(key)), key=secret)
         return Response(created, status_code=201, headers={"Location": f"{self.path}/{key.id}"})
 

@@ -14,6 +14,7 @@ from accounts.config import Settings
 
 ALGORITHM = "EdDSA"
 LEEWAY_SECONDS = 30
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class InvalidTokenError(Exception):
@@ -38,6 +39,8 @@ class AccessTokens:
         self.issuer = settings.jwt_issuer
         self.audience = settings.jwt_audience
         self.ttl = settings.access_token_ttl
+        # A client sends the same token for its whole life: its signature needs checking only once.
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, user_id: uuid.UUID, *, token_version: int, is_admin: bool) -> str:
         now = int(time.time())
@@ -61,6 +64,16 @@ class AccessTokens:
         )
 
     def verify(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is not None and claims.exp + LEEWAY_SECONDS > time.time():
+            return claims
+        claims = self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify_signed(self, token: str) -> AccessClaims:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self.keys.verify_keys.get(kid) if isinstance(kid, str) else None

@@ -10,6 +10,7 @@ from litestar.exceptions import ServiceUnavailableException
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from accounts.auth.authentication import PUBLIC
 from accounts.config import Settings
 from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
 from accounts.system.schemas import Health
@@ -20,6 +21,7 @@ _LIVE = Health()
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
+    opt = PUBLIC
 
     @get("/live", operation_id="getLiveness", summary="The process is up", cache_control=None)
     async def live(self) -> Health:

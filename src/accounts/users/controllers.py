@@ -12,7 +12,13 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody, Parameter
 
-from accounts.auth.authentication import AUTHENTICATED, Principal, requires, requires_user
+from accounts.auth.authentication import (
+    AUTHENTICATED,
+    AuthenticatedRequest,
+    Principal,
+    requires,
+    requires_user,
+)
 from accounts.auth.cache import CredentialCache
 from accounts.auth.controllers import provide_auth_service
 from accounts.auth.schemas import PasswordChange
@@ -27,7 +33,7 @@ from accounts.users.schemas import (
     UserSort,
     UserUpdate,
 )
-from accounts.users.services import UserService, to_read
+from accounts.users.services import UserService, UserStore, to_read
 
 # Declared `str` in the path so a malformed id is a 400 naming the parameter, not an unmatched route (404).
 UserId = Annotated[UUID, Parameter(description="The user's id (a UUID).")]
@@ -71,7 +77,7 @@ class UserController(Controller):
     )
     async def list_users(
         self,
-        users: NamedDependency[UserService],
+        store: NamedDependency[UserStore],
         *,
         limit: Annotated[int, Parameter(ge=1, le=200, description="Page size.")] = 20,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="Rows to skip.")] = 0,
@@ -83,7 +89,7 @@ class UserController(Controller):
         ] = None,
     ) -> UserPage:
         query = UserListQuery(limit=limit, offset=offset, sort=sort, is_active=is_active, email=email, q=q)
-        return await users.list_page(query)
+        return await store.page(query)
 
     @get(
         "/me",
@@ -92,8 +98,8 @@ class UserController(Controller):
         guards=[requires_user],
         responses=problem_responses(401, 403),
     )
-    async def get_me(self, users: NamedDependency[UserService], caller: NamedDependency[Principal]) -> UserRead:
-        return to_read(await users.get(caller.user_id))
+    async def get_me(self, store: NamedDependency[UserStore], request: AuthenticatedRequest) -> UserRead:
+        return await store.get(request.user.own_user_id)
 
     @patch(
         "/me",
@@ -104,9 +110,9 @@ class UserController(Controller):
         responses=problem_responses(400, 401, 403, 409, 413, 415),
     )
     async def update_me(
-        self, users: NamedDependency[UserService], caller: NamedDependency[Principal], data: JSONBody[ProfileUpdate]
+        self, store: NamedDependency[UserStore], request: AuthenticatedRequest, data: JSONBody[ProfileUpdate]
     ) -> UserRead:
-        return to_read(await users.update(data, item_id=caller.user_id))
+        return await store.update(request.user.own_user_id, data)
 
     @post(
         "/me/password",
@@ -122,12 +128,11 @@ class UserController(Controller):
         self,
         auth: NamedDependency[AuthService],
         credentials: NamedDependency[CredentialCache],
-        caller: NamedDependency[Principal],
+        request: AuthenticatedRequest,
         data: JSONBody[PasswordChange],
     ) -> None:
-        assert caller.user_id is not None  # noqa: S101 - requires_user
-        await auth.change_password(caller.user_id, data.current_password, data.new_password)
-        credentials.forget_user(caller.user_id)
+        await auth.change_password(request.user.own_user_id, data.current_password, data.new_password)
+        credentials.forget_user(request.user.own_user_id)
 
     @get(
         "/{user_id:str}",
@@ -137,11 +142,11 @@ class UserController(Controller):
         responses=problem_responses(400, 401, 403, 404),
     )
     async def get_user(
-        self, users: NamedDependency[UserService], caller: NamedDependency[Principal], user_id: UserId
+        self, store: NamedDependency[UserStore], request: AuthenticatedRequest, user_id: UserId
     ) -> UserRead:
-        if not caller.may_access_user(user_id, "users:read"):
+        if not request.user.may_access_user(user_id, "users:read"):
             raise PermissionDeniedException(detail="You may read only your own account.")
-        return to_read(await users.get(user_id))
+        return await store.get(user_id)
 
     @patch(
         "/{user_id:str}",
@@ -152,16 +157,13 @@ class UserController(Controller):
     )
     async def update_user(
         self,
-        users: NamedDependency[UserService],
-        credentials: NamedDependency[CredentialCache],
-        caller: NamedDependency[Principal],
+        store: NamedDependency[UserStore],
+        request: AuthenticatedRequest,
         user_id: UserId,
         data: JSONBody[UserUpdate],
     ) -> UserRead:
-        ensure_may_update(caller, user_id, data)
-        user = to_read(await users.update(data, item_id=user_id))
-        credentials.forget_user(user_id)  # a deactivation or demotion holds in this worker from the next request
-        return user
+        ensure_may_update(request.user, user_id, data)
+        return await store.update(user_id, data)
 
     @delete(
         "/{user_id:str}",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, column, func, text
+from advanced_alchemy.base import DefaultBase
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, column, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.db import Base
@@ -34,3 +35,12 @@ class User(Base):
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """Bumped when a password changes or the user logs out everywhere: older access tokens stop working."""
+
+
+class UserCount(DefaultBase):
+    """How many users are active and inactive, kept exact by triggers (migration 0003)."""
+
+    __tablename__ = "user_counts"
+
+    is_active: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    users: Mapped[int] = mapped_column(BigInteger)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
+from uuid import UUID
 
+import asyncpg
 import msgspec
-from advanced_alchemy.filters import LimitOffset, OrderBy
+from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import ModelDictT, SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
-from sqlalchemy import ColumnElement, func, or_
 
+from accounts.auth.cache import CredentialCache
 from accounts.auth.passwords import hash_password
 from accounts.users.models import User
-from accounts.users.schemas import UserListQuery, UserPage, UserRead
+from accounts.users.schemas import ProfileUpdate, UserListQuery, UserPage, UserRead
 
 
 def _prefix_pattern(text: str) -> str:
@@ -23,15 +25,13 @@ def _prefix_pattern(text: str) -> str:
 
 
 class UserService(SQLAlchemyAsyncRepositoryService[User]):
-    """Creates, reads, lists, updates and deletes users."""
+    """Creates and deletes users (reads and updates are `UserStore`'s)."""
 
     class Repo(SQLAlchemyAsyncRepository[User]):
         model_type = User
 
     repository_type = Repo
     match_fields = ["email"]
-    # Two queries (count, then page) give an exact total even for an offset past the last row.
-    count_with_window_function = False
 
     async def to_model_on_create(self, data: ModelDictT[User]) -> ModelDictT[User]:
         values = _normalise(schema_dump(data))
@@ -39,34 +39,85 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
             values["hashed_password"] = await hash_password(password)
         return values
 
-    async def to_model_on_update(self, data: ModelDictT[User]) -> ModelDictT[User]:
-        return _normalise(schema_dump(data))
 
-    async def list_page(self, query: UserListQuery) -> UserPage:
-        """One page of users matching `query`, with the exact number of matches."""
-        conditions: list[ColumnElement[bool]] = []
-        if query.is_active is not None:
-            conditions.append(User.is_active.is_(query.is_active))
-        if query.email is not None:
-            conditions.append(User.email == query.email.lower())
-        if query.q:
-            pattern = _prefix_pattern(query.q.lower())
-            conditions.append(
-                or_(
-                    User.email.like(pattern),
-                    User.username.like(pattern),
-                    func.lower(User.full_name).like(pattern),
-                )
-            )
-        field = query.sort.removeprefix("-")
-        order: Literal["asc", "desc"] = "desc" if query.sort.startswith("-") else "asc"
-        order_by = [OrderBy(field_name=field, sort_order=order)]
-        if field == "created_at":  # ties on the timestamp must not reorder rows between pages
-            order_by.append(OrderBy(field_name="id", sort_order=order))
-        users, total = await self.get_many_and_count(
-            *conditions, *order_by, LimitOffset(limit=query.limit, offset=query.offset)
+_COLUMNS = ", ".join(UserRead.__struct_fields__)
+_ORDER = {
+    "created_at": "created_at, id",
+    "-created_at": "created_at DESC, id DESC",
+    "email": "email",
+    "-email": "email DESC",
+    "username": "username",
+    "-username": "username DESC",
+}
+
+
+class UserStore:
+    """The hot paths (read a user, a page of users, update a user) straight on asyncpg: one round trip
+    each, prepared statements, no ORM objects. `make bench` measured the ORM path at a third of the
+    throughput; creating and deleting, rarer, stay on UserService."""
+
+    def __init__(self, pool: asyncpg.Pool, credentials: CredentialCache) -> None:
+        self.pool = pool
+        self.credentials = credentials
+
+    async def get(self, user_id: UUID) -> UserRead:
+        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
+        if record is None:
+            raise NotFoundError(detail=f"no user {user_id}")
+        return UserRead(**record)
+
+    async def update(self, user_id: UUID, data: ProfileUpdate) -> UserRead:
+        """Change the fields `data` carries; an empty update reads the user back."""
+        changes = _normalise(schema_dump(data))
+        if not changes:
+            return await self.get(user_id)
+        # Column names come from the Struct's fields, never from the request; values are $n parameters.
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
+        record = await self.pool.fetchrow(
+            f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",  # noqa: S608
+            user_id,
+            *changes.values(),
         )
-        return UserPage(items=[to_read(user) for user in users], total=total, limit=query.limit, offset=query.offset)
+        if record is None:
+            raise NotFoundError(detail=f"no user {user_id}")
+        if changes.keys() & {"is_active", "is_superuser"}:
+            self.credentials.forget_user(user_id)  # holds in this worker from the next request on
+        return UserRead(**record)
+
+    async def page(self, query: UserListQuery) -> UserPage:
+        """One page and the exact number of matches; without `email` or `q` the number comes from the
+        trigger-kept `user_counts`, so it costs the same for a thousand users as for a million."""
+        conditions: list[str] = []
+        values: list[object] = [query.limit, query.offset]
+        if query.is_active is not None:
+            values.append(query.is_active)
+            conditions.append(f"is_active = ${len(values)}")
+        if query.email is not None:
+            values.append(query.email.lower())
+            conditions.append(f"email = ${len(values)}")
+        if query.q:
+            values.append(_prefix_pattern(query.q.lower()))
+            n = len(values)
+            conditions.append(f"(email LIKE ${n} OR username LIKE ${n} OR lower(full_name) LIKE ${n})")
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        if query.email is None and not query.q:
+            flag = "WHERE is_active = $3" if query.is_active is not None else ""
+            total = f"SELECT coalesce(sum(users), 0)::bigint FROM user_counts {flag}"  # noqa: S608 - fixed fragments
+        else:
+            total = f"SELECT count(*) FROM users {where}"  # noqa: S608 - values go as $n parameters
+        # One round trip: the total, joined to the page (a row of NULLs when the page is empty).
+        records = await self.pool.fetch(
+            f"SELECT ({total}) AS total, page.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ("  # noqa: S608
+            f"SELECT {_COLUMNS} FROM users {where} ORDER BY {_ORDER[query.sort]} LIMIT $1 OFFSET $2"
+            ") AS page ON true",
+            *values,
+        )
+        items = [
+            UserRead(**{name: record[name] for name in UserRead.__struct_fields__})
+            for record in records
+            if record["id"] is not None
+        ]
+        return UserPage(items=items, total=records[0]["total"], limit=query.limit, offset=query.offset)
 
 
 def _normalise(data: Any) -> Any:

@@ -89,6 +89,7 @@ async def test_concurrent_creates_with_one_email_give_one_201(client: Client, li
     assert statuses == [201] + [409] * 19
     page = (await client.get(USERS, params={"email": "race@example.com"})).json()
     assert page["total"] == 1
+    assert (await client.get(USERS)).json()["total"] == 1  # the failed inserts left the counts alone
 
 
 @pytest.mark.parametrize(
@@ -186,6 +187,27 @@ async def test_list_pages_have_exact_totals_and_no_overlap(client: Client) -> No
 
     past_the_end = (await client.get(USERS, params={"offset": 100})).json()
     assert past_the_end == {"items": [], "total": 7, "limit": 20, "offset": 100}
+
+
+async def test_list_totals_stay_exact_through_deactivation_reactivation_and_delete(client: Client) -> None:
+    """Unfiltered and is_active totals come from trigger-kept counts; they must follow every change."""
+    users = [await create(client) for _ in range(4)]
+
+    async def totals() -> tuple[int, int, int]:
+        pages = [
+            (await client.get(USERS, params=p)).json() for p in ({}, {"is_active": "true"}, {"is_active": "false"})
+        ]
+        return pages[0]["total"], pages[1]["total"], pages[2]["total"]
+
+    assert await totals() == (4, 4, 0)
+    await client.patch(f"{USERS}/{users[0]['id']}", json={"is_active": False})
+    await client.patch(f"{USERS}/{users[1]['id']}", json={"is_active": False})
+    await client.patch(f"{USERS}/{users[1]['id']}", json={"is_active": False})  # no change: no double count
+    assert await totals() == (4, 2, 2)
+    await client.patch(f"{USERS}/{users[1]['id']}", json={"is_active": True})
+    await client.delete(f"{USERS}/{users[0]['id']}")
+    await client.delete(f"{USERS}/{users[2]['id']}")
+    assert await totals() == (2, 2, 0)
 
 
 async def test_list_defaults_to_newest_first(client: Client) -> None:

@@ -1,0 +1,75 @@
+"""The ceiling: a bare Litestar app on the same granian set-up, answering with the same bytes (health) or
+the same rows through a plain asyncpg pool. What the stack costs is Accounts' distance to this."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Litestar, Response, get, patch
+
+# Fixed column names, not input: the f-strings below build no SQL from the request.
+COLUMNS = "id, email, username, full_name, bio, is_active, is_superuser, created_at, updated_at"
+_encode = msgspec.json.Encoder().encode
+_pool: asyncpg.Pool | None = None
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    return dict(record)
+
+
+async def _open() -> None:
+    global _pool  # noqa: PLW0603 - one pool per worker process
+    _pool = await asyncpg.create_pool(os.environ["BENCH_DSN"], min_size=10, max_size=10)
+
+
+async def _close() -> None:
+    if _pool is not None:
+        await _pool.close()
+
+
+@get("/health/live")
+async def live() -> Response[bytes]:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@get("/api/v1/users/{user_id:str}")
+async def get_user(user_id: str) -> Response[bytes]:
+    assert _pool is not None
+    record = await _pool.fetchrow(f"SELECT {COLUMNS} FROM users WHERE id = $1::uuid", user_id)  # noqa: S608
+    return Response(_encode(_row(record)), media_type="application/json")
+
+
+@get("/api/v1/users")
+async def list_users(limit: int = 20, offset: int = 0) -> Response[bytes]:
+    """The page and its total in the same single statement Accounts sends (counts from `user_counts`)."""
+    assert _pool is not None
+    records = await _pool.fetch(
+        "SELECT (SELECT coalesce(sum(users), 0)::bigint FROM user_counts) AS total, page.*"  # noqa: S608
+        f" FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT {COLUMNS} FROM users"
+        " ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2) AS page ON true",
+        limit,
+        offset,
+    )
+    items = [{k: v for k, v in r.items() if k != "total"} for r in records if r["id"] is not None]
+    body = {"items": items, "total": records[0]["total"], "limit": limit, "offset": offset}
+    return Response(_encode(body), media_type="application/json")
+
+
+@patch("/api/v1/users/{user_id:str}")
+async def update_user(user_id: str, data: dict[str, Any]) -> Response[bytes]:
+    assert _pool is not None
+    record = await _pool.fetchrow(
+        f"UPDATE users SET bio = $2, updated_at = now() WHERE id = $1::uuid RETURNING {COLUMNS}",  # noqa: S608
+        user_id,
+        data["bio"],
+    )
+    return Response(_encode(_row(record)), media_type="application/json")
+
+
+def create_app() -> Litestar:
+    return Litestar(
+        [live, get_user, list_users, update_user], on_startup=[_open], on_shutdown=[_close], openapi_config=None
+    )

@@ -1,0 +1,399 @@
+"""`make bench`: Accounts against its ceiling and its peer, side by side, with wrk over loopback.
+
+    python -m tests.bench.run [--users 100000] [--duration 5] [--runs 3] [--connections 64]
+
+Seeds a bench database, then for each server (Accounts on granian, the bare-Litestar/asyncpg ceiling on
+granian, the FastAPI peer on uvicorn; two workers each) measures start-to-ready time, every scenario it
+serves (a warm-up, then `--runs` measured runs; the median is reported) and RSS per worker. Writes
+tests/bench/results/latest.{md,json} and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import psutil
+from advanced_alchemy.alembic.commands import AlembicCommands
+from argon2 import PasswordHasher
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import make_url
+
+from accounts.auth.passwords import HASHER
+from accounts.config import Settings
+from accounts.db import sqlalchemy_config
+from tests.bench.seed import seed_users
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "scenario.lua"
+SERVER_URL = os.environ.get("BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_DATABASE = "accounts_bench"
+ADMIN_EMAIL = "bench-admin@bench.example"
+ADMIN_PASSWORD = "bench password 1"
+WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    method: str
+    path: str
+    targets: tuple[str, ...]
+    authenticated: bool = True
+    body: str | None = None
+    content_type: str | None = None
+
+
+SCENARIOS = (
+    Scenario("1 GET /health/live", "GET", "/health/live", ("accounts", "ceiling", "peer"), authenticated=False),
+    Scenario("2 GET /api/v1/users/{id}", "GET", "/api/v1/users/{id}", ("accounts", "ceiling", "peer")),
+    Scenario(
+        "3 GET /api/v1/users?limit=20&sort=-created_at",
+        "GET",
+        "/api/v1/users?limit=20&sort=-created_at",
+        ("accounts", "ceiling", "peer"),
+    ),
+    Scenario(
+        "4 PATCH /api/v1/users/{id}",
+        "PATCH",
+        "/api/v1/users/{id}",
+        ("accounts", "ceiling", "peer"),
+        body='{"bio": "benchmarked"}',
+        content_type="application/json",
+    ),
+    Scenario(
+        "5 POST /api/v1/auth/token",
+        "POST",
+        "/api/v1/auth/token",
+        ("accounts", "peer"),
+        authenticated=False,
+        body=f"grant_type=password&username={ADMIN_EMAIL}&password={ADMIN_PASSWORD.replace(' ', '+')}",
+        content_type="application/x-www-form-urlencoded",
+    ),
+)
+
+
+class Figure(msgspec.Struct, kw_only=True):
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+
+class ServerResult(msgspec.Struct, kw_only=True):
+    ready_seconds: float
+    rss_mb_per_worker: list[float]
+    scenarios: dict[str, Figure] = msgspec.field(default_factory=dict)
+
+
+class Report(msgspec.Struct, kw_only=True):
+    users: int
+    duration: int
+    runs: int
+    connections: int
+    hash_ms: float
+    servers: dict[str, ServerResult] = msgspec.field(default_factory=dict)
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    dsn: str = ""
+    ids_file: Path = field(default_factory=Path)
+    key_file: Path = field(default_factory=Path)
+    public_key_file: Path = field(default_factory=Path)
+
+    def prepare(self) -> None:
+        self.dsn = make_url(SERVER_URL).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
+        asyncio.run(_recreate_database(SERVER_URL, BENCH_DATABASE))
+        AlembicCommands(sqlalchemy_config(Settings(database_url=self.dsn))).upgrade()
+        started = time.perf_counter()
+        ids = asyncio.run(seed_users(self.dsn, self.args.users))
+        asyncio.run(_insert_admin(self.dsn))
+        print(f"seeded {len(ids):,} users with COPY in {time.perf_counter() - started:.1f} s", flush=True)
+        self.ids_file = self.workdir / "ids.txt"
+        sample = ids[:: max(1, len(ids) // 20_000)]
+        self.ids_file.write_text("\n".join(sample) + "\n")
+        key = Ed25519PrivateKey.generate()
+        self.key_file = self.workdir / "signing.pem"
+        self.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        self.public_key_file = self.workdir / "signing.pub.pem"
+        self.public_key_file.write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+
+    def command(self, target: str, port: int) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        plain = self.dsn.replace("postgresql+asyncpg://", "postgresql://")
+        if target == "accounts":
+            env |= {
+                "DATABASE_URL": plain,
+                "PORT": str(port),
+                "WEB_CONCURRENCY": str(WORKERS),
+                "LOG_LEVEL": "WARNING",
+                "ACCESS_LOG": "false",
+                "LOG_FORMAT": "json",
+                "JWT_SIGNING_KEY_FILE": str(self.key_file),
+                "LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
+            }
+            return [sys.executable, "-m", "accounts", "serve"], env
+        if target == "ceiling":
+            env |= {"BENCH_DSN": plain}
+            return [
+                sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--workers", str(WORKERS),
+                "--port", str(port), "--log-level", "warning", "--factory", "tests.bench.ceiling:create_app",
+            ], env  # fmt: skip
+        env |= {
+            "BENCH_SQLALCHEMY_URL": plain.replace("postgresql://", "postgresql+asyncpg://", 1),
+            "BENCH_PUBLIC_KEY_FILE": str(self.public_key_file),
+            "BENCH_PRIVATE_KEY_FILE": str(self.key_file),
+        }
+        return [
+            sys.executable, "-m", "uvicorn", "tests.bench.peer.app:app", "--workers", str(WORKERS), "--loop", "uvloop",
+            "--http", "httptools", "--no-access-log", "--log-level", "warning", "--port", str(port),
+        ], env  # fmt: skip
+
+    def start(self, target: str) -> Server:
+        port = _free_port()
+        command, env = self.command(target, port)
+        base = f"http://127.0.0.1:{port}"
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        _wait_until_live(base, process)
+        ready = time.perf_counter() - started
+        return Server(target, base, process, round(ready, 2), _log_in(base) if target != "ceiling" else None)
+
+    def measure(self, servers: list[Server], scenario: Scenario) -> dict[str, Figure]:
+        """Warm every server up, then take the runs in turn (A, B, C, A, B, C, ...) so that drift in the
+        machine or the database weighs on all of them alike."""
+        env = dict(os.environ) | {"BENCH_METHOD": scenario.method, "BENCH_PATH": scenario.path}
+        if "{id}" in scenario.path:
+            env["BENCH_IDS_FILE"] = str(self.ids_file)
+        if scenario.body:
+            env["BENCH_BODY"] = scenario.body
+        if scenario.content_type:
+            env["BENCH_CONTENT_TYPE"] = scenario.content_type
+        targets = [server for server in servers if server.target in scenario.targets]
+        runs: dict[str, list[dict[str, int]]] = {server.target: [] for server in targets}
+        for server in targets:
+            _wrk(server.base, server.env_for(scenario, env), duration=2, connections=self.args.connections)
+        for _ in range(self.args.runs):
+            for server in targets:
+                server_env = server.env_for(scenario, env)
+                runs[server.target].append(
+                    _wrk(server.base, server_env, duration=self.args.duration, connections=self.args.connections)
+                )
+        return {target: _median(results) for target, results in runs.items()}
+
+
+@dataclass
+class Server:
+    target: str
+    base: str
+    process: subprocess.Popen[bytes]
+    ready_seconds: float
+    token: str | None
+
+    def env_for(self, scenario: Scenario, env: dict[str, str]) -> dict[str, str]:
+        return env | {"BENCH_TOKEN": self.token} if scenario.authenticated and self.token else env
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _median(runs: list[dict[str, int]]) -> Figure:
+    return Figure(
+        rps=round(statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in runs), 1),
+        p50_ms=round(statistics.median(r["p50_us"] for r in runs) / 1000, 2),
+        p99_ms=round(statistics.median(r["p99_us"] for r in runs) / 1000, 2),
+        non_2xx=sum(r["non_2xx"] for r in runs),
+        socket_errors=sum(r["socket_errors"] for r in runs),
+    )
+
+
+async def _recreate_database(server_url: str, name: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _insert_admin(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(
+            "INSERT INTO users (id, email, username, hashed_password, is_active, is_superuser, token_version,"
+            " created_at, updated_at) VALUES (gen_random_uuid(), $1, 'bench-admin', $2, true, true, 0, now(), now())",
+            ADMIN_EMAIL,
+            HASHER.hash(ADMIN_PASSWORD),
+        )
+    finally:
+        await connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _wait_until_live(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {process.stderr.read().decode() if process.stderr else ''}")
+        try:
+            if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{base} did not become live")
+
+
+def _log_in(base: str) -> str:
+    form = {"grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    response = httpx.post(f"{base}/api/v1/auth/token", data=form, timeout=10)
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+def _wrk(base: str, env: dict[str, str], *, duration: int, connections: int) -> dict[str, int]:
+    output = subprocess.run(  # noqa: S603
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), base],  # noqa: S607
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    line = next(line for line in output.splitlines() if line.startswith('{"requests"'))
+    result: dict[str, int] = msgspec.json.decode(line)
+    return result
+
+
+def _worker_rss_mb(pid: int) -> list[float]:
+    children = psutil.Process(pid).children(recursive=True)
+    workers = [c for c in children if "python" in c.name().lower() or "granian" in c.name().lower()]
+    return [round(c.memory_info().rss / 2**20, 1) for c in workers]
+
+
+def _hash_ms() -> float:
+    hasher: PasswordHasher = HASHER
+    hashed = hasher.hash(ADMIN_PASSWORD)
+    started = time.perf_counter()
+    for _ in range(20):
+        hasher.verify(hashed, ADMIN_PASSWORD)
+    return round((time.perf_counter() - started) / 20 * 1000, 2)
+
+
+def _ratio(own: float, reference: float) -> str:
+    return f"{own / reference:.2f}" if reference else "-"
+
+
+def render(report: Report) -> str:
+    accounts, ceiling, peer = (report.servers.get(t) for t in ("accounts", "ceiling", "peer"))
+    lines = [
+        f"Users: {report.users:,}; wrk -t2 -c{report.connections}, {report.runs} runs of {report.duration} s "
+        f"(median); {WORKERS} workers per server; argon2id verify alone: {report.hash_ms} ms "
+        f"(at most {2000 / report.hash_ms:.0f} logins/s on 2 cores).",
+        "",
+        "| scenario | Accounts req/s | p50 ms | p99 ms | ceiling req/s | peer req/s | peer p99 ms "
+        "| x ceiling | x peer | p99 / peer p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        own = accounts.scenarios.get(scenario.name) if accounts else None
+        top = ceiling.scenarios.get(scenario.name) if ceiling else None
+        other = peer.scenarios.get(scenario.name) if peer else None
+        if own is None:
+            continue
+        lines.append(
+            f"| {scenario.name} | {own.rps:.0f} | {own.p50_ms} | {own.p99_ms} | {top.rps if top else 0:.0f} "
+            f"| {other.rps if other else 0:.0f} | {other.p99_ms if other else '-'} "
+            f"| {_ratio(own.rps, top.rps if top else 0)} | {_ratio(own.rps, other.rps if other else 0)} "
+            f"| {_ratio(own.p99_ms, other.p99_ms if other else 0)} |"
+        )
+    lines += ["", "| server | start to ready s | RSS per worker MB | errors (non-2xx / socket) |", "|---|---|---|---|"]
+    for name, server in report.servers.items():
+        non_2xx = sum(f.non_2xx for f in server.scenarios.values())
+        socket_errors = sum(f.socket_errors for f in server.scenarios.values())
+        rss = ", ".join(f"{mb:.0f}" for mb in server.rss_mb_per_worker)
+        lines.append(f"| {name} | {server.ready_seconds} | {rss} | {non_2xx} / {socket_errors} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", choices=["accounts", "ceiling", "peer"], action="append")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (make bench installs it with apt-get)")
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        bench = Bench(args, Path(workdir))
+        bench.prepare()
+        report = Report(
+            users=args.users, duration=args.duration, runs=args.runs, connections=args.connections, hash_ms=_hash_ms()
+        )
+        servers: list[Server] = []
+        try:
+            for target in args.only or ["accounts", "ceiling", "peer"]:
+                servers.append(bench.start(target))
+                print(f"{target} ready in {servers[-1].ready_seconds} s", flush=True)
+            for scenario in SCENARIOS:
+                for target, figure in bench.measure(servers, scenario).items():
+                    print(
+                        f"  {target:8} {scenario.name:48} {figure.rps:9.0f} req/s  p99 {figure.p99_ms:7.1f} ms",
+                        flush=True,
+                    )
+                    report.servers.setdefault(
+                        target,
+                        ServerResult(
+                            ready_seconds=next(s.ready_seconds for s in servers if s.target == target),
+                            rss_mb_per_worker=[],
+                        ),
+                    ).scenarios[scenario.name] = figure
+            for server in servers:
+                report.servers[server.target].rss_mb_per_worker = _worker_rss_mb(server.process.pid)
+        finally:
+            for server in servers:
+                server.stop()
+    (RESULTS / "latest.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    table = render(report)
+    (RESULTS / "latest.md").write_text(table)
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()

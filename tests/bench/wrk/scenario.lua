@@ -1,0 +1,34 @@
+-- One wrk script for every scenario, steered by environment variables:
+--   BENCH_METHOD, BENCH_PATH (a "{id}" in it takes a random id from BENCH_IDS_FILE), BENCH_TOKEN,
+--   BENCH_BODY and BENCH_CONTENT_TYPE. done() prints one JSON line the runner reads.
+local method = os.getenv("BENCH_METHOD") or "GET"
+local path = os.getenv("BENCH_PATH") or "/"
+local token = os.getenv("BENCH_TOKEN")
+local body = os.getenv("BENCH_BODY")
+local content_type = os.getenv("BENCH_CONTENT_TYPE")
+local ids = {}
+
+function init(args)
+  local file = os.getenv("BENCH_IDS_FILE")
+  if file then
+    for line in io.lines(file) do ids[#ids + 1] = line end
+  end
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+  wrk.headers["Accept"] = "application/json"
+  if token then wrk.headers["Authorization"] = "Bearer " .. token end
+  if content_type then wrk.headers["Content-Type"] = content_type end
+end
+
+function request()
+  local target = path
+  if #ids > 0 then target = path:gsub("{id}", ids[math.random(#ids)]) end
+  return wrk.format(method, target, nil, body)
+end
+
+function done(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "non_2xx": %d, "socket_errors": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), errors.status,
+    errors.connect + errors.read + errors.write + errors.timeout))
+end
