@@ -5,20 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Any
 
 import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, Reference, SecurityScheme
-from litestar.params import BodyKwarg
 
 from accounts.auth.authentication import AuthenticationMiddleware, Authenticator
 from accounts.auth.cache import CredentialCache
@@ -33,8 +29,6 @@ from accounts.logging import RequestContextMiddleware, configure_logging
 from accounts.system.controllers import HealthController
 from accounts.users.controllers import UserController
 from accounts.users.services import UserStore
-
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "oauth2": SecurityScheme(
@@ -51,24 +45,6 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT or API key"),
     "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
 }
-
-
-async def check_body_media_type(request: Request[Any, Any, Any]) -> None:
-    """Reject a body of another media type than the handler reads with 415, before anything decodes it."""
-    if request.method not in _BODY_METHODS:
-        return
-    body = request.route_handler.parsed_fn_signature.parameters.get("data")
-    if body is None:
-        return
-    expected = body.kwarg_definition.media_type if isinstance(body.kwarg_definition, BodyKwarg) else "application/json"
-    media_type = request.content_type[0]
-    if expected == RequestEncodingType.JSON and media_type.endswith("+json"):
-        return
-    if media_type != expected:
-        sent = media_type or "without a Content-Type"
-        raise HTTPException(
-            status_code=415, detail=f"Send the body as {getattr(expected, 'value', expected)}, not {sent}."
-        )
 
 
 def provide_user_store(state: State) -> UserStore:
@@ -113,7 +89,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),
             "store": Provide(provide_user_store, sync_to_thread=False),
         },
-        before_request=check_body_media_type,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
         openapi_config=OpenAPIConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -91,24 +92,32 @@ class RequestContextMiddleware:
         self.log_requests = log_requests
         # Bound now, after configure_logging, so the hot path skips structlog's lazy proxy.
         self.access_log = structlog.get_logger("accounts.access").bind()
+        # New ids: a random per-process prefix and a counter, 32 hex digits; unique without a syscall each.
+        self._prefix = secrets.token_hex(8)
+        self._serial = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
-        rid = given if given is not None and _VALID_REQUEST_ID.fullmatch(given) else secrets.token_hex(16).encode()
+        rid = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
+        if rid is None or not _VALID_REQUEST_ID.fullmatch(rid):
+            rid = f"{self._prefix}{next(self._serial):016x}".encode()
         status = 500
-        started = time.perf_counter()
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, rid)]
+                headers = message.setdefault("headers", [])
+                if isinstance(headers, list):
+                    headers.append((REQUEST_ID_HEADER, rid))
+                else:
+                    message["headers"] = [*headers, (REQUEST_ID_HEADER, rid)]
             await send(message)
 
         token = request_id.set(rid.decode())
+        started = time.perf_counter() if self.log_requests else 0.0
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:

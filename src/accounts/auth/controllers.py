@@ -38,6 +38,7 @@ from accounts.auth.services import ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
 from accounts.errors import problem_responses
+from accounts.media import check_body_media_type
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
 
@@ -57,6 +58,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 
 class AuthController(Controller):
+    before_request = check_body_media_type  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
     path = "/api/v1/auth"
     tags = ["auth"]
     dependencies = {
@@ -158,6 +160,7 @@ class JwksController(Controller):
 
 
 class ApiKeyController(Controller):
+    before_request = check_body_media_type  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
     path = "/api/v1/api-keys"
     tags = ["api-keys"]
     guards = [requires_admin]

@@ -137,14 +137,17 @@ class AuthService:
         account = str(user.id) if user is not None else identifier.lower()
         counters = {f"account:{account}": self.settings.login_max_failures_per_account}
         counters[f"address:{address}"] = self.settings.login_max_failures_per_address
-        await self._check_limits(counters)
+        failures = await self._check_limits(counters)
+        await self.session.commit()  # hand the connection back while argon2 runs (~30 ms, often queued)
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
             await self._count_failure(counters)
             raise AuthenticationFailed(WRONG_CREDENTIALS, error="invalid_grant")
         if hashed is not None and needs_rehash(hashed):
             user.hashed_password = await hash_password(password)
-        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == next(iter(counters))))
+        account_key = next(iter(counters))
+        if account_key in failures:  # a success forgives the account's earlier failures
+            await self.session.execute(delete(LoginFailure).where(LoginFailure.key == account_key))
         return await self.issue(user)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
@@ -169,22 +172,25 @@ class AuthService:
 
     async def change_password(self, user_id: UUID, current: str, new: str) -> None:
         user = await self.session.get(User, user_id)
+        await self.session.commit()  # hand the connection back while argon2 runs
         if user is None or not await verify_password(user.hashed_password, current):
             raise AuthenticationFailed("The current password is wrong.", error="invalid_grant")
         user.hashed_password = await hash_password(new)
         await self.log_out_everywhere(user_id)
 
-    async def _check_limits(self, counters: dict[str, int]) -> None:
+    async def _check_limits(self, counters: dict[str, int]) -> set[str]:
+        """Raise TooManyAttempts if a counter is over its limit; returns the keys that have failures."""
         now = datetime.now(UTC)
         window = timedelta(seconds=self.settings.login_failure_window)
-        rows = await self.session.execute(select(LoginFailure).where(LoginFailure.key.in_(counters)))
-        for row in rows.scalars():
+        rows = (await self.session.execute(select(LoginFailure).where(LoginFailure.key.in_(counters)))).scalars().all()
+        for row in rows:
             ends = row.window_started_at + window
             if row.failures >= counters[row.key] and ends > now:
                 raise TooManyAttempts(
                     "Too many failed logins; try again later.",
                     retry_after=max(1, int((ends - now).total_seconds()) + 1),
                 )
+        return {row.key for row in rows}
 
     async def _count_failure(self, counters: dict[str, int]) -> None:
         now = datetime.now(UTC)

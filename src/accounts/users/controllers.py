@@ -24,6 +24,7 @@ from accounts.auth.controllers import provide_auth_service
 from accounts.auth.schemas import PasswordChange
 from accounts.auth.services import AuthService
 from accounts.errors import problem_responses
+from accounts.media import check_body_media_type
 from accounts.users.schemas import (
     ProfileUpdate,
     UserCreate,
@@ -52,6 +53,7 @@ def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> Non
 
 
 class UserController(Controller):
+    before_request = check_body_media_type  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
     path = "/api/v1/users"
     tags = ["users"]
     security = AUTHENTICATED
