@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         raw = {
             name: environ[name.upper()] for name in cls.__struct_fields__ if environ.get(name.upper(), "").strip() != ""
         }
+        if "log_level" in raw:
+            raw["log_level"] = raw["log_level"].upper()  # `info` means INFO, as in every logging tool
         try:
             settings = msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:

@@ -266,3 +266,8 @@ async def test_serve_with_a_bad_variable_exits_with_one_line_naming_it(tmp_path:
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
     assert f"{variable}=" in lines[0] or f"{variable}:" in lines[0]
+
+
+@pytest.mark.parametrize("level", ["debug", "Info", "warning"])
+def test_log_level_is_read_in_any_case(level: str) -> None:
+    assert Settings.from_env({"LOG_LEVEL": level}).log_level == level.upper()

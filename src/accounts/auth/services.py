@@ -171,9 +171,13 @@ class AuthService:
         await self.refresh_tokens.revoke_all(user_id)
 
     async def change_password(self, user_id: UUID, current: str, new: str) -> None:
+        """Set a new password if `current` is right; wrong guesses count against the account's login limit."""
+        counters = {f"account:{user_id}": self.settings.login_max_failures_per_account}
+        await self._check_limits(counters)
         user = await self.session.get(User, user_id)
         await self.session.commit()  # hand the connection back while argon2 runs
         if user is None or not await verify_password(user.hashed_password, current):
+            await self._count_failure(counters)
             raise AuthenticationFailed("The current password is wrong.", error="invalid_grant")
         user.hashed_password = await hash_password(new)
         await self.log_out_everywhere(user_id)

@@ -150,3 +150,22 @@ async def test_the_session_app_allows_a_few_failures(client: Client, account_a: 
     await fail(client, account_a.username)
     await fail(client, account_a.username)
     assert (await request_token(client, account_a.username, account_a.password)).status_code == 200
+
+
+async def test_wrong_current_passwords_count_against_the_account(
+    per_account: Client, account_a: Account, database_url: str
+) -> None:
+    """Guessing through `POST /users/me/password` with a stolen token is limited like guessing at login."""
+    token = (await request_token(per_account, account_a.username, account_a.password)).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    hash_query = "SELECT hashed_password FROM users WHERE id = $1"
+    before = await sql(database_url, hash_query, account_a.id)
+    change = {"current_password": WRONG, "new_password": "a brand new password"}
+    for _ in range(3):
+        assert_unauthenticated(
+            await per_account.post("/api/v1/users/me/password", json=change, headers=headers), error="invalid_grant"
+        )
+    right = change | {"current_password": account_a.password}
+    assert_too_many(await per_account.post("/api/v1/users/me/password", json=right, headers=headers))
+    assert_too_many(await request_token(per_account, account_a.username, account_a.password))
+    assert await sql(database_url, hash_query, account_a.id) == before  # the password did not change
