@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import version
 
 import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -12,9 +11,6 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, Reference, SecurityScheme
 
 from accounts.auth.authentication import AuthenticationMiddleware, Authenticator
 from accounts.auth.cache import CredentialCache
@@ -26,25 +22,11 @@ from accounts.config import Settings
 from accounts.db import sqlalchemy_config
 from accounts.errors import exception_handlers
 from accounts.logging import RequestContextMiddleware, configure_logging
+from accounts.media import NegotiatedResponse
+from accounts.openapi import finish_document, openapi_config
 from accounts.system.controllers import HealthController
 from accounts.users.controllers import UserController
 from accounts.users.services import UserStore
-
-SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
-    "oauth2": SecurityScheme(
-        type="oauth2",
-        description="Log in with e-mail (or username) and password; the token goes in `Authorization: Bearer`.",
-        flows=OAuthFlows(
-            password=OAuthFlow(
-                token_url="/api/v1/auth/token",  # noqa: S106 - a URL, not a password
-                refresh_url="/api/v1/auth/refresh",
-                scopes={},
-            )
-        ),
-    ),
-    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT or API key"),
-    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
-}
 
 
 def provide_user_store(state: State) -> UserStore:
@@ -91,17 +73,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Accounts",
-            version=version("accounts"),
-            description="The system of record for users, credentials, roles and API keys.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
-            use_handler_docstrings=False,
-            components=Components(security_schemes=SECURITY_SCHEMES),
-        ),
+        openapi_config=openapi_config(),
+        response_class=NegotiatedResponse,
         logging_config=None,
     )
+    finish_document(app.openapi_schema)
     # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, log_requests=settings.access_log)
     return app

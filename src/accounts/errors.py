@@ -25,8 +25,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from accounts.db import Base
+from accounts.media import PROBLEM_JSON, NegotiatedResponse
+from accounts.preconditions import MalformedPrecondition, PreconditionFailed
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 RETRY_AFTER_SECONDS = "5"
 
 log = structlog.get_logger("accounts.errors")
@@ -75,7 +76,7 @@ def problem_responses(*status_codes: int) -> dict[int, ResponseSpec]:
         code: ResponseSpec(
             data_container=Problem,
             description=HTTPStatus(code).phrase,
-            media_type=PROBLEM_MEDIA_TYPE,
+            media_type=PROBLEM_JSON,
             generate_examples=False,
         )
         for code in status_codes
@@ -89,9 +90,9 @@ def problem_response(
     type_: str = "about:blank",
     errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET,
     headers: Mapping[str, str] | None = None,
-) -> Response[Problem]:
+) -> NegotiatedResponse:
     problem = Problem(type=type_, title=HTTPStatus(status).phrase, status=status, detail=detail, errors=errors)
-    return Response(problem, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return NegotiatedResponse(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 _NAMED_FIELD = re.compile(r"field `([^`]+)`")
@@ -184,6 +185,16 @@ def _on_too_many_attempts(_: Request[Any, Any, Any], exc: TooManyAttempts) -> Re
     )
 
 
+def _on_precondition_failed(_: Request[Any, Any, Any], __: PreconditionFailed) -> Response[Problem]:
+    return problem_response(
+        412, "The resource changed since you read it: read it again, then retry.", type_="/problems/stale-etag"
+    )
+
+
+def _on_malformed_precondition(_: Request[Any, Any, Any], exc: MalformedPrecondition) -> Response[Problem]:
+    return problem_response(400, str(exc), type_="/problems/malformed-request")
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if database_unavailable(exc):
         return problem_response(
@@ -219,6 +230,8 @@ exception_handlers: ExceptionHandlersMap = {
     asyncpg.IntegrityConstraintViolationError: _on_integrity_error,
     AuthenticationFailed: _on_authentication_failed,
     TooManyAttempts: _on_too_many_attempts,
+    PreconditionFailed: _on_precondition_failed,
+    MalformedPrecondition: _on_malformed_precondition,
     RepositoryError: _on_unexpected,
     Exception: _on_unexpected,
 }

@@ -11,7 +11,7 @@ import msgspec
 from litestar import Litestar, Response, get, patch
 
 # Fixed column names, not input: the f-strings below build no SQL from the request.
-COLUMNS = "id, email, username, full_name, bio, is_active, is_superuser, created_at, updated_at"
+COLUMNS = "id, email, username, full_name, bio, is_active, is_superuser, created_at, updated_at, version"
 _encode = msgspec.json.Encoder().encode
 _pool: asyncpg.Pool | None = None
 

@@ -38,8 +38,12 @@ async def test_every_operation_has_id_summary_tag_and_problem_responses(client: 
             assert operation.get("tags"), where
             errors = {code: spec for code, spec in operation["responses"].items() if code.startswith(("4", "5"))}
             for code, spec in errors.items():
-                assert list(spec["content"]) == ["application/problem+json"], (where, code)
-                assert spec["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+                assert set(spec["content"]) == {"application/problem+json", "application/problem+msgpack"}, (
+                    where,
+                    code,
+                )
+                for media in spec["content"].values():
+                    assert media["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert len(operation_ids) == len(set(operation_ids))
     assert all(operation_ids)
 

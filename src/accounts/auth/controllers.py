@@ -38,7 +38,7 @@ from accounts.auth.services import ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
 from accounts.errors import problem_responses
-from accounts.media import check_body_media_type
+from accounts.media import NegotiatedResponse, decode_body
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
 
@@ -58,7 +58,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 
 class AuthController(Controller):
-    before_request = check_body_media_type  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
+    before_request = decode_body  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
     path = "/api/v1/auth"
     tags = ["auth"]
     dependencies = {
@@ -142,7 +142,7 @@ class AuthController(Controller):
         if not settings.registration_enabled:
             raise PermissionDeniedException(detail="Sign-up is closed; ask an administrator for an account.")
         user = to_read(await users.create(data))
-        return Response(user, status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
+        return NegotiatedResponse(user, status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
 
 
 class JwksController(Controller):
@@ -160,7 +160,7 @@ class JwksController(Controller):
 
 
 class ApiKeyController(Controller):
-    before_request = check_body_media_type  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
+    before_request = decode_body  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
     path = "/api/v1/api-keys"
     tags = ["api-keys"]
     guards = [requires_admin]
@@ -183,7 +183,7 @@ class ApiKeyController(Controller):
             )
         key, secret = await api_keys.create_key(data, created_by=request.user.user_id)
         created = ApiKeyCreated(**msgspec.structs.asdict(to_key_read(key)), key=secret)
-        return Response(created, status_code=201, headers={"Location": f"{self.path}/{key.id}"})
+        return NegotiatedResponse(created, status_code=201, headers={"Location": f"{self.path}/{key.id}"})
 
     @get(operation_id="listApiKeys", summary="List API keys", responses=problem_responses(401, 403))
     async def list_api_keys(self, api_keys: NamedDependency[ApiKeyService]) -> ApiKeyList:

@@ -26,7 +26,9 @@ def _jwk(public_key: Ed25519PublicKey) -> Jwk:
     x = _b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
     # RFC 7638 thumbprint: SHA-256 of the required members in lexicographic order, no white space.
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"), sort_keys=True)
-    return Jwk(kty="OKP", crv="Ed25519", x=x, kid=_b64url(hashlib.sha256(canonical.encode()).digest()))
+    return Jwk(
+        kty="OKP", crv="Ed25519", use="sig", alg="EdDSA", x=x, kid=_b64url(hashlib.sha256(canonical.encode()).digest())
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,15 +52,15 @@ class PasswordChange(Struct, kw_only=True, forbid_unknown_fields=True):
     new_password: Password
 
 
-class Jwk(Struct, kw_only=True, omit_defaults=False):
+class Jwk(Struct, kw_only=True):
     """An Ed25519 public key as a JWK (RFC 8037)."""
 
     kty: Literal["OKP"]
     crv: Literal["Ed25519"]
     x: str
     kid: str
-    use: Literal["sig"] = "sig"
-    alg: Literal["EdDSA"] = "EdDSA"
+    use: Literal["sig"]
+    alg: Literal["EdDSA"]
 
 
 class JwkSet(Struct, kw_only=True):

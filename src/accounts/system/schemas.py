@@ -8,4 +8,4 @@ from msgspec import Struct
 
 
 class Health(Struct, kw_only=True):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok"]

@@ -24,7 +24,8 @@ from accounts.auth.controllers import provide_auth_service
 from accounts.auth.schemas import PasswordChange
 from accounts.auth.services import AuthService
 from accounts.errors import problem_responses
-from accounts.media import check_body_media_type
+from accounts.media import NegotiatedResponse, decode_body
+from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMatch, etag, if_match_versions, tagged
 from accounts.users.schemas import (
     ProfileUpdate,
     UserCreate,
@@ -53,7 +54,7 @@ def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> Non
 
 
 class UserController(Controller):
-    before_request = check_body_media_type  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
+    before_request = decode_body  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
     path = "/api/v1/users"
     tags = ["users"]
     security = AUTHENTICATED
@@ -68,7 +69,8 @@ class UserController(Controller):
     )
     async def create_user(self, users: NamedDependency[UserService], data: JSONBody[UserCreate]) -> Response[UserRead]:
         user = to_read(await users.create(data))
-        return Response(user, status_code=201, headers={"Location": f"{self.path}/{user.id}"})
+        headers = {"Location": f"{self.path}/{user.id}", "ETag": etag(user.version)}
+        return NegotiatedResponse(user, status_code=201, headers=headers)
 
     @get(
         operation_id="listUsers",
@@ -98,10 +100,14 @@ class UserController(Controller):
         operation_id="getMe",
         summary="Get my account",
         guards=[requires_user],
-        responses=problem_responses(401, 403),
+        response_headers=[ETAG_HEADER],
+        responses={**problem_responses(400, 401, 403), **NOT_MODIFIED},
     )
-    async def get_me(self, store: NamedDependency[UserStore], request: AuthenticatedRequest) -> UserRead:
-        return await store.get(request.user.own_user_id)
+    async def get_me(
+        self, store: NamedDependency[UserStore], request: AuthenticatedRequest, if_none_match: IfNoneMatch = None
+    ) -> Response[UserRead]:
+        user = await store.get(request.user.own_user_id)
+        return tagged(user, user.version, if_none_match=if_none_match)
 
     @patch(
         "/me",
@@ -109,12 +115,18 @@ class UserController(Controller):
         summary="Update my profile",
         description="Only the fields sent change; `null` clears `full_name` or `bio`.",
         guards=[requires_user],
-        responses=problem_responses(400, 401, 403, 409, 413, 415),
+        response_headers=[ETAG_HEADER],
+        responses=problem_responses(400, 401, 403, 409, 412, 413, 415),
     )
     async def update_me(
-        self, store: NamedDependency[UserStore], request: AuthenticatedRequest, data: JSONBody[ProfileUpdate]
-    ) -> UserRead:
-        return await store.update(request.user.own_user_id, data)
+        self,
+        store: NamedDependency[UserStore],
+        request: AuthenticatedRequest,
+        data: JSONBody[ProfileUpdate],
+        if_match: IfMatch = None,
+    ) -> Response[UserRead]:
+        user = await store.update(request.user.own_user_id, data, versions=if_match_versions(if_match))
+        return tagged(user, user.version)
 
     @post(
         "/me/password",
@@ -141,21 +153,28 @@ class UserController(Controller):
         operation_id="getUser",
         summary="Get a user",
         description="Admins and `users:read` keys read anyone; a user reads only themselves.",
-        responses=problem_responses(400, 401, 403, 404),
+        response_headers=[ETAG_HEADER],
+        responses={**problem_responses(400, 401, 403, 404), **NOT_MODIFIED},
     )
     async def get_user(
-        self, store: NamedDependency[UserStore], request: AuthenticatedRequest, user_id: UserId
-    ) -> UserRead:
+        self,
+        store: NamedDependency[UserStore],
+        request: AuthenticatedRequest,
+        user_id: UserId,
+        if_none_match: IfNoneMatch = None,
+    ) -> Response[UserRead]:
         if not request.user.may_access_user(user_id, "users:read"):
             raise PermissionDeniedException(detail="You may read only your own account.")
-        return await store.get(user_id)
+        user = await store.get(user_id)
+        return tagged(user, user.version, if_none_match=if_none_match)
 
     @patch(
         "/{user_id:str}",
         operation_id="updateUser",
         summary="Update a user",
         description="Only the fields sent change; `null` clears `full_name` or `bio`.",
-        responses=problem_responses(400, 401, 403, 404, 409, 413, 415),
+        response_headers=[ETAG_HEADER],
+        responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415),
     )
     async def update_user(
         self,
@@ -163,9 +182,11 @@ class UserController(Controller):
         request: AuthenticatedRequest,
         user_id: UserId,
         data: JSONBody[UserUpdate],
-    ) -> UserRead:
+        if_match: IfMatch = None,
+    ) -> Response[UserRead]:
         ensure_may_update(request.user, user_id, data)
-        return await store.update(user_id, data)
+        user = await store.update(user_id, data, versions=if_match_versions(if_match))
+        return tagged(user, user.version)
 
     @delete(
         "/{user_id:str}",
@@ -173,10 +194,7 @@ class UserController(Controller):
         summary="Delete a user",
         status_code=204,
         guards=[requires("users:write")],
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 412),
     )
-    async def delete_user(
-        self, users: NamedDependency[UserService], credentials: NamedDependency[CredentialCache], user_id: UserId
-    ) -> None:
-        await users.delete(user_id)
-        credentials.forget_user(user_id)
+    async def delete_user(self, store: NamedDependency[UserStore], user_id: UserId, if_match: IfMatch = None) -> None:
+        await store.delete(user_id, versions=if_match_versions(if_match))

@@ -35,6 +35,8 @@ class User(Base):
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """Bumped when a password changes or the user logs out everywhere: older access tokens stop working."""
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    """Bumped by a trigger on every update (migration 0004); the user's ETag."""
 
 
 class UserCount(DefaultBase):

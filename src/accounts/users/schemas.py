@@ -25,7 +25,7 @@ Email = Annotated[
         pattern=whole_string(rf"{_EMAIL_CHAR}+@{_EMAIL_LABEL}+(?:\.{_EMAIL_LABEL}+)+"),
         description="E-mail address; stored lower-cased and unique regardless of case.",
         examples=["ada@example.com"],
-        extra_json_schema={"format": "email"},
+        extra_json_schema={"extra": {"format": "email"}},  # Litestar reads "extra",
     ),
 ]
 Username = Annotated[
@@ -104,6 +104,7 @@ class UserRead(Struct, kw_only=True):
     is_superuser: bool
     created_at: datetime
     updated_at: datetime
+    version: Annotated[int, Meta(description="Bumped on every change; the user's ETag is this number in quotes.")]
 
 
 class UserPage(Struct, kw_only=True):

@@ -43,6 +43,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean)
     is_superuser: Mapped[bool] = mapped_column(Boolean)
     token_version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
@@ -58,6 +59,7 @@ class UserRead(BaseModel):
     is_superuser: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    version: int
 
 
 class UserPage(BaseModel):

@@ -1,0 +1,129 @@
+"""The OpenAPI document: its configuration, and the finishing touches Litestar does not make itself.
+
+Clients are generated from this document, so it states exactly what the service does: every body in
+both media types (JSON and MessagePack), an example for every request body, and plain schemas where
+Litestar would wrap one type in a `oneOf` of one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+import msgspec
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OAuthFlow,
+    OAuthFlows,
+    OpenAPI,
+    OpenAPIMediaType,
+    Operation,
+    Reference,
+    Schema,
+    SecurityScheme,
+)
+
+from accounts.auth.schemas import ApiKeyCreate, PasswordChange, PasswordGrant, RefreshRequest, RegisterRequest
+from accounts.media import JSON, MSGPACK, PROBLEM_JSON, PROBLEM_MSGPACK
+from accounts.users.schemas import ProfileUpdate, UserCreate, UserUpdate
+
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "oauth2": SecurityScheme(
+        type="oauth2",
+        description="Log in with e-mail (or username) and password; the token goes in `Authorization: Bearer`.",
+        flows=OAuthFlows(
+            password=OAuthFlow(
+                token_url="/api/v1/auth/token",
+                refresh_url="/api/v1/auth/refresh",
+                scopes={},
+            )
+        ),
+    ),
+    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT or API key"),
+    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+}
+
+# One example per request body, keyed by the schema's name; a test checks each one decodes into its Struct.
+REQUEST_EXAMPLES: dict[str, msgspec.Struct] = {
+    example.__class__.__name__: example
+    for example in (
+        UserCreate(
+            email="ada@example.com", username="ada.lovelace", full_name="Ada Lovelace", password="correct horse"
+        ),
+        UserUpdate(full_name="Ada King", is_active=False),
+        ProfileUpdate(full_name="Ada King", bio=None),
+        RegisterRequest(email="ada@example.com", username="ada.lovelace", password="correct horse"),
+        PasswordGrant(grant_type="password", username="ada@example.com", password="correct horse"),
+        RefreshRequest(refresh_token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E"),
+        PasswordChange(current_password="correct horse", new_password="battery staple"),
+        ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2027, 1, 1, tzinfo=UTC)),
+    )
+}
+
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_MSGPACK_TWIN = {JSON: MSGPACK, PROBLEM_JSON: PROBLEM_MSGPACK}
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Accounts",
+        version=version("accounts"),
+        description="The system of record for users, credentials, roles and API keys. Every JSON body may "
+        f"also be sent and received as MessagePack (`{MSGPACK}`), chosen by `Content-Type` and `Accept`.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        use_handler_docstrings=False,
+        components=Components(security_schemes=SECURITY_SCHEMES),
+    )
+
+
+def finish_document(document: OpenAPI) -> None:
+    """Complete the document Litestar built, in place (it is built once and served as is)."""
+    for schema in (document.components.schemas or {}).values():
+        _flatten_single_choices(schema)
+    for path_item in (document.paths or {}).values():
+        for method in _METHODS:
+            if (operation := getattr(path_item, method)) is not None:
+                _finish_operation(operation)
+
+
+def _finish_operation(operation: Operation) -> None:
+    body = operation.request_body
+    if body is not None and not isinstance(body, Reference):
+        for media in body.content.values():
+            if isinstance(media.schema, Reference) and media.example is None:
+                example = REQUEST_EXAMPLES.get(media.schema.ref.rsplit("/", 1)[-1])
+                media.example = msgspec.to_builtins(example) if example is not None else None
+        _add_msgpack_twins(body.content)
+    for response in (operation.responses or {}).values():
+        if not isinstance(response, Reference) and response.content:
+            _add_msgpack_twins(response.content)
+
+
+def _add_msgpack_twins(content: dict[str, OpenAPIMediaType]) -> None:
+    for media_type, twin in _MSGPACK_TWIN.items():
+        if media_type in content:
+            content.setdefault(twin, content[media_type])
+
+
+def _flatten_single_choices(schema: Schema | Reference) -> None:
+    """`oneOf: [X]` (how Litestar shows an UNSET-able field) becomes X itself, for every property."""
+    if isinstance(schema, Reference):
+        return
+    for prop in (schema.properties or {}).values():
+        if isinstance(prop, Schema) and prop.one_of is not None and len(prop.one_of) == 1:
+            (only,) = prop.one_of
+            if isinstance(only, Schema):
+                prop.one_of = None
+                for name, value in _set_fields(only).items():
+                    setattr(prop, name, value)
+
+
+_UNSET_SCHEMA = Schema()
+
+
+def _set_fields(schema: Schema) -> dict[str, Any]:
+    return {name: value for name, value in vars(schema).items() if value != getattr(_UNSET_SCHEMA, name)}
