@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import accounts.auth.models
+import accounts.idempotency
 import accounts.users.models  # noqa: F401
 from accounts.db import Base
 

@@ -21,6 +21,7 @@ from accounts.cli import AccountsCLIPlugin
 from accounts.config import Settings
 from accounts.db import sqlalchemy_config
 from accounts.errors import exception_handlers
+from accounts.idempotency import IdempotencyKeys
 from accounts.logging import RequestContextMiddleware, configure_logging
 from accounts.media import NegotiatedResponse
 from accounts.openapi import finish_document, openapi_config
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             timeout=settings.database_connect_timeout,
         )
         app.state.user_store = UserStore(pool, credentials)
+        app.state.idempotency_keys = IdempotencyKeys(pool, settings.idempotency_key_ttl)
         await credentials.start()
         app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
         try:
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         response_class=NegotiatedResponse,
         logging_config=None,
     )
-    finish_document(app.openapi_schema)
+    finish_document(app)
     # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, log_requests=settings.access_log)
     return app

@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_max_failures_per_account: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     login_max_failures_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50
     login_failure_window: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 900
+    idempotency_key_ttl: Annotated[int, msgspec.Meta(ge=60, le=2_592_000)] = 86_400
+    """Seconds a caller's `Idempotency-Key` and its stored response are kept."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

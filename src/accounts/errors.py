@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from accounts.db import Base
+from accounts.idempotency import KeyInUse, KeyReused
 from accounts.media import PROBLEM_JSON, NegotiatedResponse
 from accounts.preconditions import MalformedPrecondition, PreconditionFailed
 
@@ -195,6 +196,23 @@ def _on_malformed_precondition(_: Request[Any, Any, Any], exc: MalformedPrecondi
     return problem_response(400, str(exc), type_="/problems/malformed-request")
 
 
+def _on_idempotency_key_reused(_: Request[Any, Any, Any], __: KeyReused) -> Response[Problem]:
+    return problem_response(
+        422,
+        "This Idempotency-Key was used for a different request: use a new key for a new request.",
+        type_="/problems/idempotency-key-reused",
+    )
+
+
+def _on_idempotency_key_in_use(_: Request[Any, Any, Any], __: KeyInUse) -> Response[Problem]:
+    return problem_response(
+        409,
+        "The first request with this Idempotency-Key is still running; retry shortly.",
+        type_="/problems/idempotency-key-in-use",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if database_unavailable(exc):
         return problem_response(
@@ -232,6 +250,8 @@ exception_handlers: ExceptionHandlersMap = {
     TooManyAttempts: _on_too_many_attempts,
     PreconditionFailed: _on_precondition_failed,
     MalformedPrecondition: _on_malformed_precondition,
+    KeyReused: _on_idempotency_key_reused,
+    KeyInUse: _on_idempotency_key_in_use,
     RepositoryError: _on_unexpected,
     Exception: _on_unexpected,
 }

@@ -12,21 +12,30 @@ from importlib.metadata import version
 from typing import Any
 
 import msgspec
+from litestar import Litestar
+from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OAuthFlow,
     OAuthFlows,
-    OpenAPI,
     OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     Schema,
     SecurityScheme,
 )
+from litestar.routes import HTTPRoute
 
 from accounts.auth.schemas import ApiKeyCreate, PasswordChange, PasswordGrant, RefreshRequest, RegisterRequest
+from accounts.idempotency import DESCRIPTION as IDEMPOTENCY_DESCRIPTION
+from accounts.idempotency import HEADER as IDEMPOTENCY_HEADER
+from accounts.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
+from accounts.idempotency import IdempotencyMiddleware
 from accounts.media import JSON, MSGPACK, PROBLEM_JSON, PROBLEM_MSGPACK
 from accounts.users.schemas import ProfileUpdate, UserCreate, UserUpdate
 
@@ -80,14 +89,45 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def finish_document(document: OpenAPI) -> None:
-    """Complete the document Litestar built, in place (it is built once and served as is)."""
+def finish_document(app: Litestar) -> None:
+    """Complete the document Litestar built for `app`, in place (it is built once and served as is)."""
+    document = app.openapi_schema
+    idempotent = {
+        handler.operation_id
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        if IdempotencyMiddleware in (handler.middleware or [])
+    }
     for schema in (document.components.schemas or {}).values():
         _flatten_single_choices(schema)
     for path_item in (document.paths or {}).values():
         for method in _METHODS:
             if (operation := getattr(path_item, method)) is not None:
                 _finish_operation(operation)
+                if operation.operation_id in idempotent:
+                    _declare_idempotency(operation)
+
+
+def _declare_idempotency(operation: Operation) -> None:
+    operation.parameters = [
+        *(operation.parameters or []),
+        Parameter(
+            name=IDEMPOTENCY_HEADER,
+            param_in=ParamType.HEADER,
+            required=False,
+            description=IDEMPOTENCY_DESCRIPTION,
+            schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN),
+        ),
+    ]
+    responses = operation.responses if operation.responses is not None else {}
+    problem = OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
+    content = {PROBLEM_JSON: problem, PROBLEM_MSGPACK: problem}
+    for status, description in (
+        ("409", "Conflict (also: the first request with this Idempotency-Key is still running)"),
+        ("422", "The Idempotency-Key was used for a different request"),
+    ):
+        responses.setdefault(status, OpenAPIResponse(description=description, content=content))
 
 
 def _finish_operation(operation: Operation) -> None:

@@ -38,6 +38,7 @@ from accounts.auth.services import ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
 from accounts.errors import problem_responses
+from accounts.idempotency import IdempotencyMiddleware
 from accounts.media import NegotiatedResponse, decode_body
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
@@ -131,6 +132,7 @@ class AuthController(Controller):
         "/register",
         opt=PUBLIC,
         operation_id="register",
+        middleware=[IdempotencyMiddleware],
         summary="Sign up",
         description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`.",
         status_code=201,
@@ -169,6 +171,7 @@ class ApiKeyController(Controller):
 
     @post(
         operation_id="createApiKey",
+        middleware=[IdempotencyMiddleware],
         summary="Create an API key (the secret is shown once)",
         status_code=201,
         responses=problem_responses(400, 401, 403, 413, 415),

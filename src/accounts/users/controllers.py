@@ -24,6 +24,7 @@ from accounts.auth.controllers import provide_auth_service
 from accounts.auth.schemas import PasswordChange
 from accounts.auth.services import AuthService
 from accounts.errors import problem_responses
+from accounts.idempotency import IdempotencyMiddleware
 from accounts.media import NegotiatedResponse, decode_body
 from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMatch, etag, if_match_versions, tagged
 from accounts.users.schemas import (
@@ -62,6 +63,7 @@ class UserController(Controller):
 
     @post(
         operation_id="createUser",
+        middleware=[IdempotencyMiddleware],
         summary="Create a user",
         status_code=201,
         guards=[requires("users:write")],

@@ -1,0 +1,202 @@
+"""Idempotent creates: a `POST` with an `Idempotency-Key` runs once, and its retries get the first answer.
+
+The first request with a key claims it by inserting a row in a transaction that stays open while the
+request runs; a concurrent request with the same key waits on that row, then replays what the first
+stored. If the first fails (5xx, 429, a crash), its transaction rolls back and the key is free again.
+Keys belong to the caller (a user, an API key, or anonymous callers together) and expire after
+IDEMPOTENCY_KEY_TTL seconds. Routes opt in with `middleware=[IdempotencyMiddleware]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeAlias
+
+import asyncpg
+import msgspec
+from advanced_alchemy.base import DefaultBase
+from asyncpg import Record
+from asyncpg.pool import PoolConnectionProxy
+from litestar import Request
+from litestar.exceptions import ClientException
+from litestar.middleware import MiddlewareProtocol
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+HEADER = "Idempotency-Key"
+DESCRIPTION = (
+    "A unique string per operation (a UUID is ideal). A retry with the same key and the same body returns "
+    "the first response, marked `Idempotent-Replayed: true`, without doing the work again; the same key with "
+    "another body is rejected with 422. Keys belong to the caller and expire after 24 hours by default."
+)
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # visible ASCII: what SDKs send (UUIDs, ULIDs, hashes)
+_KEY = re.compile(KEY_PATTERN)
+_REPLAYED = frozenset({b"content-type", b"location", b"etag", b"vary", b"cache-control"})
+_STORED_STATUSES = range(200, 500)
+_NOT_STORED = frozenset({408, 409, 425, 429})  # worth retrying: the retry must run again
+_WAIT_FOR_FIRST = "10s"  # how long a retry waits for a concurrent first request before it gets 409
+
+
+class IdempotencyRecord(DefaultBase):
+    """A claimed key and, once its request finished, the response to replay."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    caller: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status: Mapped[int] = mapped_column(Integer)
+    headers: Mapped[bytes] = mapped_column(LargeBinary)
+    """The replayed response headers, as MessagePack pairs of bytes."""
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+Connection: TypeAlias = "PoolConnectionProxy[Record]"  # asyncpg's proxy is generic only to type checkers
+Runner = Callable[[Send], Awaitable[None]]
+
+
+class KeyReused(Exception):
+    """422: the key was used before for a different request."""
+
+
+class KeyInUse(Exception):
+    """409: the first request with this key is still running."""
+
+
+class StoredResponse(msgspec.Struct, frozen=True):
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    async def replay(self, send: Send) -> None:
+        headers = [*self.headers, (b"content-length", b"%d" % len(self.body)), (b"idempotent-replayed", b"true")]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+class IdempotencyKeys:
+    """The `idempotency_keys` table, on the app's asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl: int) -> None:
+        self.pool = pool
+        self.ttl = timedelta(seconds=ttl)
+
+    async def run_once(self, caller: str, key: str, request_hash: bytes, run: Runner, send: Send) -> None:
+        """Run `run(send)` unless this caller's key already ran: then replay its response (or refuse)."""
+        async with self.pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    await connection.execute(f"SET LOCAL lock_timeout = '{_WAIT_FOR_FIRST}'")
+                    if await self._claim(connection, caller, key, request_hash):
+                        capture = _Capture(send)
+                        await run(capture)
+                        if capture.status not in _STORED_STATUSES or capture.status in _NOT_STORED:
+                            raise _Release
+                        await connection.execute(
+                            "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5"
+                            " WHERE caller = $1 AND key = $2",
+                            caller,
+                            key,
+                            capture.status,
+                            msgspec.msgpack.encode(capture.headers),
+                            b"".join(capture.body),
+                        )
+                        return
+                    stored = await self._stored(connection, caller, key, request_hash)
+            except _Release:
+                return
+            except asyncpg.LockNotAvailableError:
+                raise KeyInUse from None
+        await stored.replay(send)
+
+    async def _claim(self, connection: Connection, caller: str, key: str, request_hash: bytes) -> bool:
+        # A live row blocks this insert until its transaction ends; an expired one is taken over.
+        claimed = await connection.fetchval(
+            "INSERT INTO idempotency_keys (caller, key, request_hash, status, headers, body, expires_at)"
+            " VALUES ($1, $2, $3, 0, '', '', now() + $4::interval) ON CONFLICT (caller, key) DO UPDATE"
+            " SET request_hash = excluded.request_hash, created_at = now(), expires_at = excluded.expires_at"
+            " WHERE idempotency_keys.expires_at <= now() RETURNING true",
+            caller,
+            key,
+            request_hash,
+            self.ttl,
+        )
+        return bool(claimed)
+
+    @staticmethod
+    async def _stored(connection: Connection, caller: str, key: str, request_hash: bytes) -> StoredResponse:
+        row = await connection.fetchrow(
+            "SELECT request_hash, status, headers, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
+            caller,
+            key,
+        )
+        if row is None:  # purged since the claim failed: rare, and a retry settles it
+            raise KeyInUse
+        if row["request_hash"] != request_hash:
+            raise KeyReused
+        headers = msgspec.msgpack.decode(row["headers"], type=list[tuple[bytes, bytes]])
+        return StoredResponse(row["status"], headers, row["body"])
+
+
+class _Release(Exception):
+    """The response is not one to replay (a 5xx, a 429...): roll the claim back so a retry runs again."""
+
+
+class _Capture:
+    """A `send` that passes messages on and keeps the status, the replayable headers and the body."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(n.lower(), v) for n, v in message.get("headers", []) if n.lower() in _REPLAYED]
+        elif message["type"] == "http.response.body":
+            self.body.append(message.get("body", b""))
+        await self.send(message)
+
+
+def caller_of(scope: Scope) -> str:
+    principal = scope.get("user")
+    if principal is None:
+        return "anonymous"
+    if principal.api_key_id is not None:
+        return f"key:{principal.api_key_id}"
+    return f"user:{principal.user_id}"
+
+
+class IdempotencyMiddleware(MiddlewareProtocol):
+    """Route middleware of the creating `POST`s: without the header, it only passes the request on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = next((v for n, v in scope["headers"] if n == b"idempotency-key"), None)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        text = key.decode("latin-1")
+        if not _KEY.match(text):
+            raise ClientException(detail=f"{HEADER} must be 1 to 255 visible ASCII characters.")
+        request: Request[Any, Any, Any] = Request(scope, receive)
+        body = await request.body()  # cached on the scope: the handler reads it from there
+        fingerprint = hashlib.sha256()
+        for part in (request.method, scope["raw_path"].decode("latin-1"), request.content_type[0]):
+            fingerprint.update(part.encode() + b"\0")
+        fingerprint.update(body)
+        keys: IdempotencyKeys = scope["app"].state.idempotency_keys
+
+        await keys.run_once(caller_of(scope), text, fingerprint.digest(), partial(self.app, scope, receive), send)
