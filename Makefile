@@ -8,7 +8,7 @@ export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --no-sync
 
-.PHONY: help uv install run test lint format migrate migration bench clean
+.PHONY: help uv install run test lint format migrate migration bench clients openapi clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,12 @@ bench: install ## Benchmark vs the ceiling and the FastAPI peer with wrk: make b
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (Debian package wrk)"; exit 1; }
 	$(RUN) python -m tests.bench.run --users $(or $(users),100000) --runs $(or $(runs),3)
+
+clients: install ## Generate the Python client and TypeScript SDK from the OpenAPI snapshot into tests/contract/generated/
+	$(RUN) python -m tests.contract.clients
+
+openapi: install ## Rewrite the OpenAPI snapshot tests/contract/openapi.json from the app (after an intended change)
+	UPDATE_OPENAPI_SNAPSHOT=1 $(RUN) pytest -q tests/contract/test_openapi_snapshot.py
 
 clean: ## Remove the virtualenv and caches (keeps .data/)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

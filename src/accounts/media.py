@@ -6,11 +6,11 @@ Structs validate it the same way; a response is encoded as MessagePack when `Acc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.datastructures import Accept
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import ClientException, HTTPException
 from litestar.params import BodyKwarg
@@ -26,18 +26,37 @@ PROBLEM_MSGPACK = "application/problem+msgpack"
 # What callers send for MessagePack: the common name, the older `x-` one, and the registered `vnd.` one.
 MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 _MSGPACK_FOR = {JSON: MSGPACK, PROBLEM_JSON: PROBLEM_MSGPACK}
+_JSON_RANGES = frozenset({JSON, "application/*", "*/*"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def prefers_msgpack(scope: Scope) -> bool:
-    """Whether the `Accept` header ranks MessagePack above JSON (a header without "msgpack" never does)."""
+    """Whether the `Accept` header ranks MessagePack at least as high as JSON (without "msgpack", never)."""
     for name, value in scope["headers"]:
         if name == b"accept":
-            if b"msgpack" not in value:
-                return False
-            accept = Accept(value.decode("latin-1"))
-            return accept.best_match([JSON, *MSGPACK_TYPES], default=JSON) in MSGPACK_TYPES
+            return b"msgpack" in value and _msgpack_ranks_first(value.decode("latin-1"))
     return False
+
+
+def _msgpack_ranks_first(accept: str) -> bool:
+    """RFC 9110 12.5.1 for our two formats: the highest `q` of a range naming each; `q=0` is "not this".
+    A caller that names MessagePack as high as JSON (`application/msgpack, */*`) gets MessagePack."""
+    msgpack_q = json_q = 0.0
+    for element in accept.lower().split(","):
+        media_range, *parameters = (part.strip() for part in element.split(";"))
+        q = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0  # an unreadable weight names nothing
+        if media_range in MSGPACK_TYPES:
+            msgpack_q = max(msgpack_q, q)
+        elif media_range in _JSON_RANGES:
+            json_q = max(json_q, q)
+    return msgpack_q > 0 and msgpack_q >= json_q
 
 
 class NegotiatedResponse(Response[Any]):
@@ -62,7 +81,7 @@ class NegotiatedResponse(Response[Any]):
 
 async def decode_body(request: Request[Any, Any, Any]) -> None:
     """Before a body handler runs: reject a body of a media type it does not read (415), and decode a
-    MessagePack body into the plain values that the handler's Struct then validates like JSON."""
+    JSON or MessagePack body into the plain values that the handler's Struct then validates."""
     if request.method not in _BODY_METHODS:
         return
     body = request.route_handler.parsed_fn_signature.parameters.get("data")
@@ -70,20 +89,30 @@ async def decode_body(request: Request[Any, Any, Any]) -> None:
         return
     expected = body.kwarg_definition.media_type if isinstance(body.kwarg_definition, BodyKwarg) else JSON
     media_type = request.content_type[0]
-    if expected == RequestEncodingType.JSON:
-        if media_type in MSGPACK_TYPES:
-            ScopeState.from_scope(request.scope).json = _decode_msgpack(await request.body())
-            return
-        if media_type.endswith("+json"):
-            return
-    if media_type != expected:
-        sent = media_type or "without a Content-Type"
-        accepted = f"{JSON} or {MSGPACK}" if expected == RequestEncodingType.JSON else str(expected)
-        raise HTTPException(status_code=415, detail=f"Send the body as {accepted}, not {sent}.")
+    if expected != RequestEncodingType.JSON:
+        if media_type != expected:
+            raise _unsupported(media_type, str(expected))
+        return
+    if media_type in MSGPACK_TYPES:
+        decoded = _decode(await request.body(), msgspec.msgpack.decode, "MessagePack")
+    elif media_type == JSON or media_type.endswith("+json"):
+        decoded = _decode(await request.body(), msgspec.json.decode, "JSON")
+    else:
+        raise _unsupported(media_type, f"{JSON} or {MSGPACK}")
+    ScopeState.from_scope(request.scope).json = decoded  # where Litestar's JSON extractor looks first
 
 
-def _decode_msgpack(body: bytes) -> Any:
+def _unsupported(media_type: str, accepted: str) -> HTTPException:
+    sent = media_type or "without a Content-Type"
+    return HTTPException(status_code=415, detail=f"Send the body as {accepted}, not {sent}.")
+
+
+def _decode(body: bytes, decode: Callable[[bytes], Any], format_name: str) -> Any:
+    """The body as plain values, for the handler's Struct to validate; undecodable or too deep is a 400."""
+    if not body:
+        return None
     try:
-        return msgspec.msgpack.decode(body) if body else None
-    except msgspec.DecodeError as exc:
-        raise ClientException(detail=f"The body is not valid MessagePack: {exc}") from exc
+        return decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ClientException(detail=f"The body is not valid {format_name}: {reason}") from None

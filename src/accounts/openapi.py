@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar
+from litestar.datastructures import ResponseHeader
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -55,6 +56,13 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
 }
 
+LOCATION_HEADER = ResponseHeader(
+    name="Location",
+    documentation_only=True,
+    description="The URL of the created resource.",
+    value="/api/v1/users/01936f3e-2a4b-7c3d-8e5f-a1b2c3d4e5f6",  # gives the header its schema (a string)
+)
+
 # One example per request body, keyed by the schema's name; a test checks each one decodes into its Struct.
 REQUEST_EXAMPLES: dict[str, msgspec.Struct] = {
     example.__class__.__name__: example
@@ -63,12 +71,12 @@ REQUEST_EXAMPLES: dict[str, msgspec.Struct] = {
             email="ada@example.com", username="ada.lovelace", full_name="Ada Lovelace", password="correct horse"
         ),
         UserUpdate(full_name="Ada King", is_active=False),
-        ProfileUpdate(full_name="Ada King", bio=None),
+        ProfileUpdate(full_name="Ada King", bio="Analyst of engines."),
         RegisterRequest(email="ada@example.com", username="ada.lovelace", password="correct horse"),
         PasswordGrant(grant_type="password", username="ada@example.com", password="correct horse"),
         RefreshRequest(refresh_token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E"),
         PasswordChange(current_password="correct horse", new_password="battery staple"),
-        ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2027, 1, 1, tzinfo=UTC)),
+        ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2099, 1, 1, tzinfo=UTC)),
     )
 }
 

@@ -16,7 +16,10 @@ from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
 from accounts.media import NegotiatedResponse
 
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
+# One element of an entity-tag list: optional white space, a tag (or nothing), then a comma or the end.
+_LIST_ELEMENT = re.compile(r'[ \t]*(?:(?P<weak>W/)?"(?P<tag>[\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(?:,|\Z)')
+_VERSION_TAG = re.compile(r"0|[1-9][0-9]{0,9}")  # exactly what etag() gives: no sign, no leading zero
+_MAX_VERSION = 2**31 - 1  # users.version is an integer column
 _MAX_HEADER = 1024
 
 
@@ -59,42 +62,45 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _entity_tags(header: str) -> list[tuple[bool, str]]:
-    """(weak, opaque tag) for each tag of the list; `*` is a tag of its own."""
+def _entity_tags(header: str) -> list[tuple[bool, str]] | None:
+    """(weak, opaque tag) for each tag of the list, or None for `*` (any version).
+
+    Empty list elements are ignored, as RFC 9110 5.6.1.2 asks of recipients.
+    """
     if header.strip() == "*":
-        return [(False, "*")]
+        return None
     tags, position = [], 0
     while position < len(header):
-        match = _ENTITY_TAG.match(header, position)
+        match = _LIST_ELEMENT.match(header, position)
         if match is None:
             raise MalformedPrecondition(f"{header!r} is not `*` or a comma-separated list of quoted entity tags.")
-        tags.append((match.group(1) is not None, match.group(2)))
+        if match.group("tag") is not None:
+            tags.append((match.group("weak") is not None, match.group("tag")))
         position = match.end()
     if not tags:
-        raise MalformedPrecondition("An empty precondition header names no entity tag.")
+        raise MalformedPrecondition("A precondition header must name at least one entity tag, or be `*`.")
     return tags
 
 
 def if_match_versions(header: str | None) -> list[int] | None:
     """The versions an `If-Match` accepts, or None when any version will do (no header, or `*`).
 
-    Matching is strong (RFC 9110 13.1.1): a weak tag matches nothing, nor does a tag this service never
-    gives, so both leave an empty list and the change fails with 412.
+    Matching is strong and exact (RFC 9110 13.1.1): a weak tag matches nothing, nor does a tag this
+    service never gives (`"02"`, `"abc"`), so both leave an empty list and the change fails with 412.
     """
-    if header is None:
+    tags = None if header is None else _entity_tags(header)
+    if tags is None:
         return None
-    tags = _entity_tags(header)
-    if tags == [(False, "*")]:
-        return None
-    return [int(tag) for weak, tag in tags if not weak and tag.isdigit() and len(tag) < 10]
+    return [int(tag) for weak, tag in tags if not weak and _VERSION_TAG.fullmatch(tag) and int(tag) <= _MAX_VERSION]
 
 
 def none_match(header: str | None, version: int) -> bool:
-    """Whether `If-None-Match` names this version (weak comparison, RFC 9110 13.1.2), or is `*`."""
+    """Whether `If-None-Match` is `*` or names this version (weak comparison, RFC 9110 13.1.2)."""
     if header is None:
         return False
+    tags = _entity_tags(header)
     current = str(version)
-    return any(tag in ("*", current) for _, tag in _entity_tags(header))
+    return tags is None or any(tag == current for _, tag in tags)
 
 
 def tagged(content: Any, version: int, *, if_none_match: str | None = None) -> NegotiatedResponse:

@@ -4,15 +4,17 @@ the same rows through a plain asyncpg pool. What the stack costs is Accounts' di
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 from litestar import Litestar, Response, get, patch
+from litestar.params import HeaderParameter
 
 # Fixed column names, not input: the f-strings below build no SQL from the request.
 COLUMNS = "id, email, username, full_name, bio, is_active, is_superuser, created_at, updated_at, version"
 _encode = msgspec.json.Encoder().encode
+_encode_msgpack = msgspec.msgpack.Encoder().encode
 _pool: asyncpg.Pool | None = None
 
 
@@ -36,9 +38,11 @@ async def live() -> Response[bytes]:
 
 
 @get("/api/v1/users/{user_id:str}")
-async def get_user(user_id: str) -> Response[bytes]:
+async def get_user(user_id: str, accept: Annotated[str, HeaderParameter(name="Accept")] = "") -> Response[bytes]:
     assert _pool is not None
     record = await _pool.fetchrow(f"SELECT {COLUMNS} FROM users WHERE id = $1::uuid", user_id)  # noqa: S608
+    if "msgpack" in accept:
+        return Response(_encode_msgpack(_row(record)), media_type="application/msgpack")
     return Response(_encode(_row(record)), media_type="application/json")
 
 

@@ -58,11 +58,19 @@ class Scenario:
     authenticated: bool = True
     body: str | None = None
     content_type: str | None = None
+    accept: str = "application/json"
 
 
 SCENARIOS = (
     Scenario("1 GET /health/live", "GET", "/health/live", ("accounts", "ceiling", "peer"), authenticated=False),
     Scenario("2 GET /api/v1/users/{id}", "GET", "/api/v1/users/{id}", ("accounts", "ceiling", "peer")),
+    Scenario(
+        "2m GET /api/v1/users/{id} as MessagePack",
+        "GET",
+        "/api/v1/users/{id}",
+        ("accounts", "ceiling"),
+        accept="application/msgpack",
+    ),
     Scenario(
         "3 GET /api/v1/users?limit=20&sort=-created_at",
         "GET",
@@ -188,7 +196,11 @@ class Bench:
     def measure(self, servers: list[Server], scenario: Scenario) -> dict[str, Figure]:
         """Warm every server up, then take the runs in turn (A, B, C, A, B, C, ...) so that drift in the
         machine or the database weighs on all of them alike."""
-        env = dict(os.environ) | {"BENCH_METHOD": scenario.method, "BENCH_PATH": scenario.path}
+        env = dict(os.environ) | {
+            "BENCH_METHOD": scenario.method,
+            "BENCH_PATH": scenario.path,
+            "BENCH_ACCEPT": scenario.accept,
+        }
         if "{id}" in scenario.path:
             env["BENCH_IDS_FILE"] = str(self.ids_file)
         if scenario.body:
@@ -356,6 +368,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", choices=["accounts", "ceiling", "peer"], action="append")
+    parser.add_argument(
+        "--scenario", action="append", help="run only this scenario (its number, e.g. 2m); repeat for more"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (make bench installs it with apt-get)")
@@ -372,6 +387,8 @@ def main() -> None:
                 servers.append(bench.start(target))
                 print(f"{target} ready in {servers[-1].ready_seconds} s", flush=True)
             for scenario in SCENARIOS:
+                if args.scenario and scenario.name.split()[0] not in args.scenario:
+                    continue
                 for target, figure in bench.measure(servers, scenario).items():
                     print(
                         f"  {target:8} {scenario.name:48} {figure.rps:9.0f} req/s  p99 {figure.p99_ms:7.1f} ms",

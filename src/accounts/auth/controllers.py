@@ -40,6 +40,8 @@ from accounts.config import Settings
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
 from accounts.media import NegotiatedResponse, decode_body
+from accounts.openapi import LOCATION_HEADER
+from accounts.preconditions import ETAG_HEADER, etag
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
 
@@ -136,6 +138,7 @@ class AuthController(Controller):
         summary="Sign up",
         description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`.",
         status_code=201,
+        response_headers=[LOCATION_HEADER, ETAG_HEADER],
         responses=problem_responses(400, 403, 409, 413, 415),
     )
     async def register(
@@ -144,7 +147,8 @@ class AuthController(Controller):
         if not settings.registration_enabled:
             raise PermissionDeniedException(detail="Sign-up is closed; ask an administrator for an account.")
         user = to_read(await users.create(data))
-        return NegotiatedResponse(user, status_code=201, headers={"Location": f"/api/v1/users/{user.id}"})
+        headers = {"Location": f"/api/v1/users/{user.id}", "ETag": etag(user.version)}
+        return NegotiatedResponse(user, status_code=201, headers=headers)
 
 
 class JwksController(Controller):
@@ -174,6 +178,7 @@ class ApiKeyController(Controller):
         middleware=[IdempotencyMiddleware],
         summary="Create an API key (the secret is shown once)",
         status_code=201,
+        response_headers=[LOCATION_HEADER],
         responses=problem_responses(400, 401, 403, 413, 415),
     )
     async def create_api_key(

@@ -26,6 +26,7 @@ from accounts.auth.services import AuthService
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
 from accounts.media import NegotiatedResponse, decode_body
+from accounts.openapi import LOCATION_HEADER
 from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMatch, etag, if_match_versions, tagged
 from accounts.users.schemas import (
     ProfileUpdate,
@@ -67,6 +68,7 @@ class UserController(Controller):
         summary="Create a user",
         status_code=201,
         guards=[requires("users:write")],
+        response_headers=[LOCATION_HEADER, ETAG_HEADER],
         responses=problem_responses(400, 401, 403, 409, 413, 415),
     )
     async def create_user(self, users: NamedDependency[UserService], data: JSONBody[UserCreate]) -> Response[UserRead]:

@@ -1,11 +1,12 @@
 -- One wrk script for every scenario, steered by environment variables:
 --   BENCH_METHOD, BENCH_PATH (a "{id}" in it takes a random id from BENCH_IDS_FILE), BENCH_TOKEN,
---   BENCH_BODY and BENCH_CONTENT_TYPE. done() prints one JSON line the runner reads.
+--   BENCH_BODY, BENCH_CONTENT_TYPE and BENCH_ACCEPT. done() prints one JSON line the runner reads.
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local token = os.getenv("BENCH_TOKEN")
 local body = os.getenv("BENCH_BODY")
 local content_type = os.getenv("BENCH_CONTENT_TYPE")
+local accept = os.getenv("BENCH_ACCEPT") or "application/json"
 local ids = {}
 
 function init(args)
@@ -14,7 +15,7 @@ function init(args)
     for line in io.lines(file) do ids[#ids + 1] = line end
   end
   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-  wrk.headers["Accept"] = "application/json"
+  wrk.headers["Accept"] = accept
   if token then wrk.headers["Authorization"] = "Bearer " .. token end
   if content_type then wrk.headers["Content-Type"] = content_type end
 end
