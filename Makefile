@@ -8,7 +8,7 @@ export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --no-sync
 
-.PHONY: help uv install run test lint format migrate migration bench clients openapi clean
+.PHONY: help uv install run worker test lint format migrate migration bench clients openapi clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,6 +21,9 @@ install: uv ## Create .venv with the locked dependencies (dev tools included)
 
 run: install ## Serve the API (embedded PostgreSQL in .data/ when DATABASE_URL is unset)
 	$(RUN) accounts serve
+
+worker: install ## Run a job worker (queue on REDIS_URL, else on the database; embedded database when DATABASE_URL is unset)
+	$(RUN) accounts worker
 
 test: install ## Run the tests against a real PostgreSQL (local server, else embedded)
 	$(RUN) pytest

@@ -10,19 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import accounts.auth.models
 import accounts.idempotency
+import accounts.jobs.models
 import accounts.users.models  # noqa: F401
-from accounts.db import Base
+from accounts.db import Base, include_object
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig
     from sqlalchemy.engine import Connection
 
 config = cast("AlembicCommandConfig", context.config)
-
-
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # noqa: ARG001
-    """Autogenerate only compares tables this service's models own (the job queue keeps its own)."""
-    return not (type_ == "table" and reflected and name not in Base.metadata.tables)
 
 
 def configure(**kwargs: Any) -> None:

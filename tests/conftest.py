@@ -28,7 +28,7 @@ from accounts.db import sqlalchemy_config, start_embedded
 from tests.server import serving
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TABLES = ("users", "refresh_tokens", "api_keys", "login_failures", "idempotency_keys")
+TABLES = ("users", "refresh_tokens", "api_keys", "login_failures", "idempotency_keys", "jobs")
 
 
 async def _answers(url: str) -> bool:

@@ -1,4 +1,4 @@
-"""idempotency_keys: the claimed Idempotency-Keys of each caller and the responses to replay
+"""idempotency_keys: each caller's claimed Idempotency-Keys (hashed) and the sealed responses to replay
 
 Revision ID: 0005
 Revises: 0004
@@ -20,14 +20,12 @@ def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("caller", sa.String(length=64), nullable=False),
-        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("key_hash", sa.LargeBinary(length=32), nullable=False),
         sa.Column("request_hash", sa.LargeBinary(length=32), nullable=False),
-        sa.Column("status", sa.Integer(), nullable=False),
-        sa.Column("headers", sa.LargeBinary(), nullable=False),
-        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("response", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("caller", "key", name=op.f("pk_idempotency_keys")),
+        sa.PrimaryKeyConstraint("caller", "key_hash", name=op.f("pk_idempotency_keys")),
     )
     op.create_index("ix_idempotency_keys_expires_at", "idempotency_keys", ["expires_at"])
 

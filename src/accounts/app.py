@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -22,17 +22,25 @@ from accounts.config import Settings
 from accounts.db import sqlalchemy_config
 from accounts.errors import exception_handlers
 from accounts.idempotency import IdempotencyKeys
+from accounts.jobs.controllers import JobController
+from accounts.jobs.services import Jobs, JobStore
 from accounts.logging import RequestContextMiddleware, configure_logging
 from accounts.media import NegotiatedResponse
 from accounts.openapi import finish_document, openapi_config
 from accounts.system.controllers import HealthController
 from accounts.users.controllers import UserController
 from accounts.users.services import UserStore
+from accounts.worker import make_queue, worker_in_process
 
 
 def provide_user_store(state: State) -> UserStore:
     store: UserStore = state.user_store
     return store
+
+
+def provide_jobs(state: State) -> Jobs:
+    jobs: Jobs = state.jobs
+    return jobs
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -54,16 +62,29 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.user_store = UserStore(pool, credentials)
         app.state.idempotency_keys = IdempotencyKeys(pool, settings.idempotency_key_ttl)
+        queue = make_queue(settings)
+        app.state.jobs = Jobs(JobStore(pool), queue)
         await credentials.start()
         app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
         try:
-            yield
+            async with AsyncExitStack() as optional:
+                if settings.worker_in_process:
+                    await optional.enter_async_context(worker_in_process(settings))
+                yield
         finally:
+            await queue.disconnect()
             await credentials.stop()
             await pool.close()
 
     app = Litestar(
-        route_handlers=[HealthController, AuthController, JwksController, UserController, ApiKeyController],
+        route_handlers=[
+            HealthController,
+            AuthController,
+            JwksController,
+            UserController,
+            ApiKeyController,
+            JobController,
+        ],
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
         lifespan=[connections],
         middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"])],
@@ -72,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "tokens": Provide(lambda: tokens, sync_to_thread=False, use_cache=True),
             "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),
             "store": Provide(provide_user_store, sync_to_thread=False),
+            "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,

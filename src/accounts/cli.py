@@ -1,4 +1,4 @@
-"""Commands added to the Litestar CLI (`accounts ...`): serving the API and creating users."""
+"""Commands added to the Litestar CLI (`accounts ...`): serving the API, running a worker, creating users."""
 
 from __future__ import annotations
 
@@ -52,6 +52,20 @@ def serve_command() -> None:
     ).serve()
 
 
+@click.command(name="worker", help="Run a job worker (SAQ): e-mail, imports and exports, scheduled clean-ups.")
+@click.option("--concurrency", type=click.IntRange(1, 200), default=None, help="Jobs at once [WORKER_CONCURRENCY].")
+def worker_command(concurrency: int | None) -> None:
+    import msgspec  # noqa: PLC0415
+
+    from accounts.worker import main  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    if concurrency is not None:
+        settings = msgspec.structs.replace(settings, worker_concurrency=concurrency)
+    migrate_if_asked(settings)
+    main(settings)
+
+
 @click.group(name="users", help="Manage users from the command line.")
 def users_group() -> None:
     pass
@@ -103,4 +117,5 @@ def create_user_command(email: str, username: str, full_name: str | None, passwo
 class AccountsCLIPlugin(CLIPluginProtocol):
     def on_cli_init(self, cli: click.Group) -> None:
         cli.add_command(serve_command)
+        cli.add_command(worker_command)
         cli.add_command(users_group)

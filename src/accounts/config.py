@@ -56,6 +56,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_failure_window: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 900
     idempotency_key_ttl: Annotated[int, msgspec.Meta(ge=60, le=2_592_000)] = 86_400
     """Seconds a caller's `Idempotency-Key` and its stored response are kept."""
+    redis_url: str | None = None
+    """Redis for the job queue; unset means the queue lives in PostgreSQL."""
+    worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
+    """Jobs one worker process runs at once."""
+    worker_in_process: bool = False
+    """Also run a worker inside each API process (development: `make run` with no `make worker`)."""
+    job_result_ttl: Annotated[int, msgspec.Meta(ge=3600, le=31_536_000)] = 604_800
+    """Seconds a finished job and its result file are kept."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

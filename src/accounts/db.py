@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.extensions.litestar import (
@@ -20,6 +21,11 @@ MIGRATIONS_PATH = Path(__file__).resolve().parents[2] / "migrations"
 
 Base = UUIDv7AuditBase
 """Every table has a UUIDv7 `id`, `created_at` and `updated_at` (UTC)."""
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # noqa: ARG001
+    """What Alembic's autogenerate compares: only tables this service's models own (SAQ keeps its own)."""
+    return not (type_ == "table" and reflected and name not in Base.metadata.tables)
 
 
 def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:

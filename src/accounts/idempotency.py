@@ -4,13 +4,16 @@ The first request with a key claims it by inserting a row in a transaction that 
 request runs; a concurrent request with the same key waits on that row, then replays what the first
 stored. If the first fails (5xx, 429, a crash), its transaction rolls back and the key is free again.
 Keys belong to the caller (a user, an API key, or anonymous callers together) and expire after
-IDEMPOTENCY_KEY_TTL seconds. Routes opt in with `middleware=[IdempotencyMiddleware]`.
+IDEMPOTENCY_KEY_TTL seconds. Only the caller's key opens a stored response (see IdempotencyRecord).
+Routes opt in with `middleware=[IdempotencyMiddleware]`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import partial
@@ -21,11 +24,12 @@ import msgspec
 from advanced_alchemy.base import DefaultBase
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from litestar import Request
 from litestar.exceptions import ClientException
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import DateTime, Index, Integer, LargeBinary, String, func
+from sqlalchemy import DateTime, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 HEADER = "Idempotency-Key"
@@ -43,20 +47,48 @@ _WAIT_FOR_FIRST = "10s"  # how long a retry waits for a concurrent first request
 
 
 class IdempotencyRecord(DefaultBase):
-    """A claimed key and, once its request finished, the response to replay."""
+    """A claimed key and, once its request finished, the sealed response to replay.
+
+    Nothing here is readable without the caller's key: the row is found by a hash of it, the request
+    fingerprint is an HMAC keyed by it, and the response (which may hold a new API key's secret) is
+    encrypted with a key derived from it. A database reader learns neither secrets nor passwords.
+    """
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
 
     caller: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    status: Mapped[int] = mapped_column(Integer)
-    headers: Mapped[bytes] = mapped_column(LargeBinary)
-    """The replayed response headers, as MessagePack pairs of bytes."""
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Nonce and AES-GCM ciphertext of the response; NULL until the first request has finished."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Claim:
+    """What one caller's key derives: the row's lookup hash, and the key that seals its contents."""
+
+    def __init__(self, caller: str, key: str) -> None:
+        self.caller = caller
+        material = hashlib.sha256(f"{caller}\0{key}".encode()).digest()
+        self.key_hash = hmac.digest(material, b"lookup", "sha256")
+        self._secret = hmac.digest(material, b"seal", "sha256")
+
+    def fingerprint(self, *parts: bytes) -> bytes:
+        """An HMAC of the request, so the same request gives the same value and nothing else does."""
+        mac = hmac.new(self._secret, digestmod="sha256")
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big") + part)
+        return mac.digest()
+
+    def seal(self, response: StoredResponse) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + AESGCM(self._secret).encrypt(nonce, msgspec.msgpack.encode(response), self.key_hash)
+
+    def open(self, sealed: bytes) -> StoredResponse:
+        plain = AESGCM(self._secret).decrypt(sealed[:12], sealed[12:], self.key_hash)
+        return msgspec.msgpack.decode(plain, type=StoredResponse)
 
 
 Connection: TypeAlias = "PoolConnectionProxy[Record]"  # asyncpg's proxy is generic only to type checkers
@@ -89,61 +121,57 @@ class IdempotencyKeys:
         self.pool = pool
         self.ttl = timedelta(seconds=ttl)
 
-    async def run_once(self, caller: str, key: str, request_hash: bytes, run: Runner, send: Send) -> None:
+    async def run_once(self, claim: Claim, request_hash: bytes, run: Runner, send: Send) -> None:
         """Run `run(send)` unless this caller's key already ran: then replay its response (or refuse)."""
         async with self.pool.acquire() as connection:
             try:
                 async with connection.transaction():
                     await connection.execute(f"SET LOCAL lock_timeout = '{_WAIT_FOR_FIRST}'")
-                    if await self._claim(connection, caller, key, request_hash):
+                    if await self._claim(connection, claim, request_hash):
                         capture = _Capture(send)
                         await run(capture)
                         if capture.status not in _STORED_STATUSES or capture.status in _NOT_STORED:
                             raise _Release
                         await connection.execute(
-                            "UPDATE idempotency_keys SET status = $3, headers = $4, body = $5"
-                            " WHERE caller = $1 AND key = $2",
-                            caller,
-                            key,
-                            capture.status,
-                            msgspec.msgpack.encode(capture.headers),
-                            b"".join(capture.body),
+                            "UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND key_hash = $2",
+                            claim.caller,
+                            claim.key_hash,
+                            claim.seal(capture.response()),
                         )
                         return
-                    stored = await self._stored(connection, caller, key, request_hash)
+                    stored = await self._stored(connection, claim, request_hash)
             except _Release:
                 return
             except asyncpg.LockNotAvailableError:
                 raise KeyInUse from None
         await stored.replay(send)
 
-    async def _claim(self, connection: Connection, caller: str, key: str, request_hash: bytes) -> bool:
+    async def _claim(self, connection: Connection, claim: Claim, request_hash: bytes) -> bool:
         # A live row blocks this insert until its transaction ends; an expired one is taken over.
         claimed = await connection.fetchval(
-            "INSERT INTO idempotency_keys (caller, key, request_hash, status, headers, body, expires_at)"
-            " VALUES ($1, $2, $3, 0, '', '', now() + $4::interval) ON CONFLICT (caller, key) DO UPDATE"
-            " SET request_hash = excluded.request_hash, created_at = now(), expires_at = excluded.expires_at"
-            " WHERE idempotency_keys.expires_at <= now() RETURNING true",
-            caller,
-            key,
+            "INSERT INTO idempotency_keys (caller, key_hash, request_hash, expires_at)"
+            " VALUES ($1, $2, $3, now() + $4::interval) ON CONFLICT (caller, key_hash) DO UPDATE"
+            " SET request_hash = excluded.request_hash, response = NULL, created_at = now(),"
+            " expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= now() RETURNING true",
+            claim.caller,
+            claim.key_hash,
             request_hash,
             self.ttl,
         )
         return bool(claimed)
 
     @staticmethod
-    async def _stored(connection: Connection, caller: str, key: str, request_hash: bytes) -> StoredResponse:
+    async def _stored(connection: Connection, claim: Claim, request_hash: bytes) -> StoredResponse:
         row = await connection.fetchrow(
-            "SELECT request_hash, status, headers, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
-            caller,
-            key,
+            "SELECT request_hash, response FROM idempotency_keys WHERE caller = $1 AND key_hash = $2",
+            claim.caller,
+            claim.key_hash,
         )
-        if row is None:  # purged since the claim failed: rare, and a retry settles it
+        if row is None or row["response"] is None:  # purged since the claim failed: rare; a retry settles it
             raise KeyInUse
-        if row["request_hash"] != request_hash:
+        if not hmac.compare_digest(row["request_hash"], request_hash):
             raise KeyReused
-        headers = msgspec.msgpack.decode(row["headers"], type=list[tuple[bytes, bytes]])
-        return StoredResponse(row["status"], headers, row["body"])
+        return claim.open(row["response"])
 
 
 class _Release(Exception):
@@ -159,6 +187,9 @@ class _Capture:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
 
+    def response(self) -> StoredResponse:
+        return StoredResponse(self.status, self.headers, b"".join(self.body))
+
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
@@ -170,11 +201,7 @@ class _Capture:
 
 def caller_of(scope: Scope) -> str:
     principal = scope.get("user")
-    if principal is None:
-        return "anonymous"
-    if principal.api_key_id is not None:
-        return f"key:{principal.api_key_id}"
-    return f"user:{principal.user_id}"
+    return "anonymous" if principal is None else str(principal.identity)
 
 
 class IdempotencyMiddleware(MiddlewareProtocol):
@@ -189,14 +216,13 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             await self.app(scope, receive, send)
             return
         text = key.decode("latin-1")
-        if not _KEY.match(text):
+        if not _KEY.fullmatch(text):
             raise ClientException(detail=f"{HEADER} must be 1 to 255 visible ASCII characters.")
         request: Request[Any, Any, Any] = Request(scope, receive)
         body = await request.body()  # cached on the scope: the handler reads it from there
-        fingerprint = hashlib.sha256()
-        for part in (request.method, scope["raw_path"].decode("latin-1"), request.content_type[0]):
-            fingerprint.update(part.encode() + b"\0")
-        fingerprint.update(body)
+        claim = Claim(caller_of(scope), text)
+        fingerprint = claim.fingerprint(
+            request.method.encode(), scope["raw_path"], request.content_type[0].encode(), body
+        )
         keys: IdempotencyKeys = scope["app"].state.idempotency_keys
-
-        await keys.run_once(caller_of(scope), text, fingerprint.digest(), partial(self.app, scope, receive), send)
+        await keys.run_once(claim, fingerprint, partial(self.app, scope, receive), send)

@@ -46,6 +46,11 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
             raise PermissionDeniedException(detail="This needs a user's access token, not an API key.")
         return self.user_id
 
+    @property
+    def identity(self) -> str:
+        """Who owns what this caller creates (idempotency keys, jobs): `user:<id>` or `key:<id>`."""
+        return f"key:{self.api_key_id}" if self.api_key_id is not None else f"user:{self.user_id}"
+
     def may(self, scope: str) -> bool:
         return scope in self.scopes
 

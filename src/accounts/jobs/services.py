@@ -1,0 +1,234 @@
+"""Jobs: starting background work on the queue, following it, and stopping it.
+
+The API side creates the `jobs` row and enqueues the SAQ job under the same id (`Jobs.submit`); the
+worker side reports progress through a `JobRun`, and the worker's hooks (accounts.worker) record each
+attempt's start and end, so the row always says what SAQ did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from advanced_alchemy.exceptions import NotFoundError
+from litestar.exceptions import ClientException
+from saq import Job, Queue
+from saq.types import Context
+from uuid_utils.compat import uuid7
+
+from accounts.config import Settings
+from accounts.jobs.schemas import JobProgress, JobRead
+
+log = structlog.get_logger("accounts.jobs")
+
+_COLUMNS = (
+    "id, kind, owner, status, attempts, processed, total, failed, error, result_path,"
+    " result_media_type, created_at, started_at, finished_at"
+)
+
+
+class WorkerContext(Context, total=False):
+    """What every task receives: SAQ's context plus what the worker opened at start-up."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    jobs: JobStore
+
+
+class JobFinished(ClientException):
+    """409: the job already finished; there is nothing to abort."""
+
+    status_code = 409
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """How SAQ runs one kind of task: a timeout per attempt, attempts in all, a heartbeat for long jobs."""
+
+    timeout: int
+    retries: int = 3
+    heartbeat: int = 0
+    retry_delay: float = 1.0  # doubled after each attempt (SAQ's back-off)
+
+
+class JobStore:
+    """The `jobs` table on the asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create(self, kind: str, owner: str) -> UUID:
+        job_id = uuid7()
+        await self.pool.execute(
+            "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, created_at, updated_at)"
+            " VALUES ($1, $2, $3, 'queued', 0, 0, 0, now(), now())",
+            job_id,
+            kind,
+            owner,
+        )
+        return job_id
+
+    async def get(self, job_id: UUID) -> asyncpg.Record:
+        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE id = $1", job_id)  # noqa: S608
+        if record is None:
+            raise NotFoundError(detail=f"no job {job_id}")
+        return record
+
+    async def delete(self, job_id: UUID) -> None:
+        await self.pool.execute("DELETE FROM jobs WHERE id = $1", job_id)
+
+    async def started(self, job_id: UUID, attempt: int) -> None:
+        await self.pool.execute(
+            "UPDATE jobs SET status = 'active', attempts = $2, started_at = coalesce(started_at, now()),"
+            " updated_at = now() WHERE id = $1 AND status NOT IN ('aborted', 'complete', 'failed')",
+            job_id,
+            attempt,
+        )
+
+    async def ended(self, job_id: UUID, status: str, error: str | None) -> None:
+        """Record how an attempt ended: a final status, or `queued` again for a retry."""
+        await self.pool.execute(
+            "UPDATE jobs SET status = $2, error = $3, updated_at = now(),"
+            " finished_at = CASE WHEN $2::varchar = 'queued' THEN NULL ELSE now() END"
+            " WHERE id = $1 AND status NOT IN ('aborted', 'complete', 'failed')",
+            job_id,
+            status,
+            error,
+        )
+
+    async def progress(self, job_id: UUID, *, processed: int, total: int | None, failed: int) -> None:
+        await self.pool.execute(
+            "UPDATE jobs SET processed = $2, total = $3, failed = $4, updated_at = now() WHERE id = $1",
+            job_id,
+            processed,
+            total,
+            failed,
+        )
+
+    async def set_result(self, job_id: UUID, path: Path, media_type: str) -> None:
+        await self.pool.execute(
+            "UPDATE jobs SET result_path = $2, result_media_type = $3, updated_at = now() WHERE id = $1",
+            job_id,
+            str(path),
+            media_type,
+        )
+
+    async def abort(self, job_id: UUID) -> bool:
+        """Mark a queued or active job aborted; False when it had already finished."""
+        aborted = await self.pool.fetchval(
+            "UPDATE jobs SET status = 'aborted', error = 'Aborted at the caller''s request.', finished_at = now(),"
+            " updated_at = now() WHERE id = $1 AND status IN ('queued', 'active') RETURNING true",
+            job_id,
+        )
+        return bool(aborted)
+
+
+class Jobs:
+    """Starting, reading and aborting the jobs callers own."""
+
+    def __init__(self, store: JobStore, queue: Queue) -> None:
+        self.store = store
+        self.queue = queue
+        self._connecting = asyncio.Lock()
+
+    async def connect(self) -> None:
+        """Connect the queue on first use, so the API starts (and is live) while its backend is down."""
+        async with self._connecting:
+            await self.queue.connect()  # a no-op once connected
+
+    async def submit(self, function: str, spec: JobSpec, owner: str, **kwargs: Any) -> UUID:
+        """Record a job for `owner` and put it on the queue (its SAQ key is the job id)."""
+        await self.connect()
+        job_id = await self.store.create(function, owner)
+        job = Job(
+            function=function,
+            kwargs={"job_id": str(job_id), **kwargs},
+            key=str(job_id),
+            timeout=spec.timeout,
+            retries=spec.retries,
+            heartbeat=spec.heartbeat,
+            retry_delay=spec.retry_delay,
+            retry_backoff=True,
+            ttl=3600,
+        )
+        try:
+            await self.queue.enqueue(job)
+        except BaseException:
+            await self.store.delete(job_id)  # nothing will run it: leave no job that stays queued forever
+            raise
+        return job_id
+
+    async def read(self, job_id: UUID) -> JobRead:
+        return to_read(await self.store.get(job_id))
+
+    async def owner(self, job_id: UUID) -> str:
+        record = await self.store.get(job_id)
+        return str(record["owner"])
+
+    async def abort(self, job_id: UUID) -> None:
+        if not await self.store.abort(job_id):
+            raise JobFinished(detail="The job has already finished; there is nothing to abort.")
+        await self.connect()
+        job = await self.queue.job(str(job_id))
+        if job is not None:
+            await self.queue.abort(job, error="aborted at the caller's request")
+
+
+class JobRun:
+    """A task's handle on its job while it runs: progress and the result file."""
+
+    def __init__(self, job_id: UUID, store: JobStore, job: Job, results_dir: Path) -> None:
+        self.id = job_id
+        self.store = store
+        self.job = job
+        self.results_dir = results_dir
+
+    async def report(self, *, processed: int, total: int | None = None, failed: int = 0) -> None:
+        await self.store.progress(self.id, processed=processed, total=total, failed=failed)
+        if total:
+            await self.job.update(progress=min(processed / total, 1.0))  # also SAQ's heartbeat
+        else:
+            await self.job.update()
+
+    def result_file(self, suffix: str) -> Path:
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        return self.results_dir / f"{self.id}{suffix}"
+
+    async def keep_result(self, path: Path, media_type: str) -> None:
+        await self.store.set_result(self.id, path, media_type)
+
+
+def job_run(ctx: WorkerContext) -> JobRun:
+    """The running task's handle on its job record (for tasks started through `Jobs.submit`)."""
+    job_id = tracked_id(ctx)
+    if job_id is None:
+        msg = f"{ctx['job'].function} was not started through Jobs.submit"
+        raise RuntimeError(msg)
+    return JobRun(job_id, ctx["jobs"], ctx["job"], ctx["settings"].data_path / "jobs")
+
+
+def tracked_id(ctx: Context) -> UUID | None:
+    """The job record of the running task, if it has one."""
+    value = (ctx["job"].kwargs or {}).get("job_id")
+    return UUID(value) if value else None
+
+
+def to_read(record: asyncpg.Record) -> JobRead:
+    result_url = f"/api/v1/jobs/{record['id']}/result" if record["result_path"] else None
+    return JobRead(
+        id=record["id"],
+        kind=record["kind"],
+        status=record["status"],
+        attempts=record["attempts"],
+        progress=JobProgress(processed=record["processed"], total=record["total"], failed=record["failed"]),
+        error=record["error"],
+        result_url=result_url if record["status"] == "complete" else None,
+        created_at=record["created_at"],
+        started_at=record["started_at"],
+        finished_at=record["finished_at"],
+    )

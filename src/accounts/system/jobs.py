@@ -1,0 +1,42 @@
+"""Housekeeping on the queue: what has expired is deleted, every ten minutes (accounts.worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from accounts.jobs.services import WorkerContext
+
+log = structlog.get_logger("accounts.housekeeping")
+
+# Each statement deletes what nothing will read again; all are cheap on their expiry indexes.
+_PURGES = {
+    "idempotency_keys": "DELETE FROM idempotency_keys WHERE expires_at <= now()",
+    "refresh_tokens": "DELETE FROM refresh_tokens WHERE expires_at <= now()",
+    "login_failures": "DELETE FROM login_failures WHERE window_started_at <= now() - make_interval(secs => $1)",
+}
+
+
+async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
+    """Delete expired idempotency keys, refresh tokens and login-failure windows, and finished jobs
+    (with their result files) older than JOB_RESULT_TTL."""
+    settings = ctx["settings"]
+    pool = ctx["pool"]
+    deleted: dict[str, Any] = {}
+    for table, statement in _PURGES.items():
+        arguments = [settings.login_failure_window] if "$1" in statement else []
+        status = await pool.execute(statement, *arguments)
+        deleted[table] = int(status.rsplit(" ", 1)[-1])
+    finished = await pool.fetch(
+        "DELETE FROM jobs WHERE status IN ('complete', 'failed', 'aborted')"
+        " AND finished_at <= now() - make_interval(secs => $1) RETURNING result_path",
+        settings.job_result_ttl,
+    )
+    for record in finished:
+        if record["result_path"]:
+            Path(record["result_path"]).unlink(missing_ok=True)
+    deleted["jobs"] = len(finished)
+    log.info("purged expired rows", **deleted)
+    return deleted
