@@ -16,7 +16,7 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.params import BodyKwarg
 from litestar.response.base import ASGIResponse
 from litestar.serialization import default_serializer, encode_msgpack
-from litestar.types import Scope, Serializer
+from litestar.types import Receive, Scope, Send, Serializer
 from litestar.utils.scope.state import ScopeState
 
 JSON = "application/json"
@@ -57,6 +57,23 @@ def _msgpack_ranks_first(accept: str) -> bool:
         elif media_range in _JSON_RANGES:
             json_q = max(json_q, q)
     return msgpack_q > 0 and msgpack_q >= json_q
+
+
+class PreEncoded(ASGIResponse):
+    """A constant body, encoded once in both media types; each request gets the one its Accept prefers.
+    A handler returns it as is: no per-request encoding, headers or response object (probes, hot paths)."""
+
+    def __init__(self, content: Any) -> None:
+        super().__init__(body=msgspec.json.encode(content), media_type=JSON, headers={"Vary": "Accept"})
+        self._msgpack = ASGIResponse(
+            body=msgspec.msgpack.encode(content), media_type=MSGPACK, headers={"Vary": "Accept"}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if prefers_msgpack(scope):
+            await self._msgpack(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 class NegotiatedResponse(Response[Any]):

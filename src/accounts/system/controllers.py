@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
@@ -16,13 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accounts.auth.authentication import PUBLIC
 from accounts.config import Settings
 from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
-from accounts.media import JSON, MSGPACK, prefers_msgpack
+from accounts.media import PreEncoded
 from accounts.system.schemas import Health
 
 _LIVE = Health(status="ok")
-# Probes call this often: the body is encoded once, in both media types.
-_LIVE_JSON = Response(msgspec.json.encode(_LIVE), media_type=JSON, headers={"Vary": "Accept"})
-_LIVE_MSGPACK = Response(msgspec.msgpack.encode(_LIVE), media_type=MSGPACK, headers={"Vary": "Accept"})
+_LIVE_RESPONSE = PreEncoded(_LIVE)  # probes call this often: encoded once
 
 
 class HealthController(Controller):
@@ -36,8 +32,8 @@ class HealthController(Controller):
         summary="The process is up",
         responses={200: ResponseSpec(Health, description="The process is up", generate_examples=False)},
     )
-    async def live(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        return _LIVE_MSGPACK if prefers_msgpack(request.scope) else _LIVE_JSON
+    async def live(self) -> PreEncoded:
+        return _LIVE_RESPONSE
 
     @get(
         "/ready",
