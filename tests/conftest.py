@@ -28,7 +28,16 @@ from accounts.db import sqlalchemy_config, start_embedded
 from tests.server import serving
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TABLES = ("users", "refresh_tokens", "api_keys", "login_failures", "idempotency_keys", "jobs")
+TABLES = (
+    "users",
+    "refresh_tokens",
+    "api_keys",
+    "login_failures",
+    "idempotency_keys",
+    "jobs",
+    "email_tokens",
+    "outbox_messages",
+)
 
 
 async def _answers(url: str) -> bool:

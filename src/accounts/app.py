@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from pathlib import Path
 
 import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -27,7 +29,8 @@ from accounts.jobs.services import Jobs, JobStore
 from accounts.logging import RequestContextMiddleware, configure_logging
 from accounts.media import NegotiatedResponse
 from accounts.openapi import finish_document, openapi_config
-from accounts.system.controllers import HealthController
+from accounts.system.controllers import HealthController, MetricsController
+from accounts.system.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
 from accounts.users.controllers import UserController
 from accounts.users.services import UserStore
 from accounts.worker import make_queue, worker_in_process
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database = sqlalchemy_config(settings)
     tokens = AccessTokens(SigningKeys.from_settings(settings), settings)
     credentials = CredentialCache(database.get_engine(), settings.asyncpg_database_url or "")
+    metrics = RequestMetrics(Path(settings.metrics_dir) if settings.metrics_dir else None)
 
     @asynccontextmanager
     async def connections(app: Litestar) -> AsyncIterator[None]:
@@ -66,13 +70,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.jobs = Jobs(JobStore(pool), queue)
         await credentials.start()
         app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
+        app.state.metrics = metrics
+        metrics.pools = {
+            "asyncpg": asyncpg_pool_use(pool),
+            "sqlalchemy": sqlalchemy_pool_use(
+                database.get_engine(), settings.database_pool_size + settings.database_max_overflow
+            ),
+        }
+        publishing = asyncio.create_task(metrics.publish_forever())
         try:
             async with AsyncExitStack() as optional:
                 if settings.worker_in_process:
                     await optional.enter_async_context(worker_in_process(settings))
                 yield
         finally:
-            await queue.disconnect()
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            with suppress(Exception):  # a queue that is down (Redis refuses) must not stop the rest of shutdown
+                await queue.disconnect()
             await credentials.stop()
             await pool.close()
 
@@ -84,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UserController,
             ApiKeyController,
             JobController,
+            MetricsController,
         ],
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
         lifespan=[connections],
@@ -103,5 +119,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     finish_document(app)
     # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, log_requests=settings.access_log)
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics=metrics, log_requests=settings.access_log)
     return app

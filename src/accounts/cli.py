@@ -20,6 +20,26 @@ def migrate_if_asked(settings: Settings) -> None:
         AlembicCommands(sqlalchemy_config(settings)).upgrade()
 
 
+def share_metrics_between_workers(settings: Settings) -> None:
+    """Give the workers one folder for their metrics snapshots (METRICS_DIR, else a temporary one), emptied
+    of a previous run's, so `/metrics` adds up this server's workers and no others."""
+    import atexit  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    if settings.metrics_dir is None:
+        directory = Path(tempfile.mkdtemp(prefix="accounts-metrics-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        os.environ["METRICS_DIR"] = str(directory)  # the workers read their settings from the environment
+    else:
+        directory = Path(settings.metrics_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.snapshot"):
+        stale.unlink(missing_ok=True)
+
+
 @click.command(name="serve", help="Serve the API with granian on uvloop (WEB_CONCURRENCY workers).")
 def serve_command() -> None:
     from granian import Granian  # noqa: PLC0415
@@ -36,6 +56,7 @@ def serve_command() -> None:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     configure_logging(settings)
     migrate_if_asked(settings)
+    share_metrics_between_workers(settings)
     Granian(
         "accounts.app:create_app",
         factory=True,
@@ -55,7 +76,10 @@ def serve_command() -> None:
 @click.command(name="worker", help="Run a job worker (SAQ): e-mail, imports and exports, scheduled clean-ups.")
 @click.option("--concurrency", type=click.IntRange(1, 200), default=None, help="Jobs at once [WORKER_CONCURRENCY].")
 def worker_command(concurrency: int | None) -> None:
+    import asyncpg  # noqa: PLC0415
     import msgspec  # noqa: PLC0415
+    from psycopg_pool import PoolTimeout  # noqa: PLC0415
+    from redis.exceptions import RedisError  # noqa: PLC0415
 
     from accounts.worker import main  # noqa: PLC0415
 
@@ -63,7 +87,10 @@ def worker_command(concurrency: int | None) -> None:
     if concurrency is not None:
         settings = msgspec.structs.replace(settings, worker_concurrency=concurrency)
     migrate_if_asked(settings)
-    main(settings)
+    try:
+        main(settings)
+    except (OSError, asyncpg.PostgresError, PoolTimeout, RedisError) as exc:  # cannot reach the database or queue
+        raise click.ClickException(f"the worker could not start: {type(exc).__name__}: {exc}") from None
 
 
 @click.group(name="users", help="Manage users from the command line.")

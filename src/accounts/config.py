@@ -14,6 +14,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["auto", "json", "console"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(Exception):
@@ -41,6 +42,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
     ready_timeout: Annotated[float, msgspec.Meta(gt=0, le=30)] = 1.0
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
+    metrics_dir: str | None = None
+    """Folder the API workers share their metrics through; `accounts serve` makes a temporary one if unset."""
+    worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9102
+    """Port of a job worker's own `/metrics` (0: none)."""
     jwt_issuer: str = "accounts"
     jwt_audience: str = "accounts"
     jwt_signing_key: str | None = None
@@ -64,6 +69,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Also run a worker inside each API process (development: `make run` with no `make worker`)."""
     job_result_ttl: Annotated[int, msgspec.Meta(ge=3600, le=31_536_000)] = 604_800
     """Seconds a finished job and its result file are kept."""
+    import_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)] = 100 << 20
+    """Largest file `POST /api/v1/users/imports` accepts (larger: 413, nothing kept)."""
+    smtp_host: str | None = None
+    """SMTP server for outgoing e-mail; unset means messages are written as .eml files into `data_dir/mail`."""
+    smtp_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    mail_from: str = "Accounts <accounts@localhost>"
+    public_url: str = "http://127.0.0.1:8000"
+    """Where users reach the service (or its front end): the base of the links in e-mails."""
+    email_verification_ttl: Annotated[int, msgspec.Meta(ge=300, le=2_592_000)] = 172_800
+    password_reset_ttl: Annotated[int, msgspec.Meta(ge=300, le=86_400)] = 3_600
+    password_reset_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
+    """At most one password-reset e-mail per account within this many seconds."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +103,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(_describe(exc, raw)) from None
         if settings.database_url is not None and not settings.database_url.startswith(_POSTGRES_SCHEMES):
             raise ConfigError("DATABASE_URL: expected a PostgreSQL URL (postgresql://user:password@host:port/database)")
+        if settings.redis_url is not None and not settings.redis_url.startswith(_REDIS_SCHEMES):
+            raise ConfigError("REDIS_URL: expected a Redis URL (redis://host:port/db, rediss:// or unix://)")
         return settings
 
     @property

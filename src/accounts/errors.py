@@ -63,6 +63,10 @@ class AuthenticationFailed(Exception):
         """The RFC 6750 error code for `WWW-Authenticate`; None when no credentials were sent."""
 
 
+class InvalidEmailToken(Exception):
+    """400: an e-mailed token that is unknown, expired, already used, or for another purpose or address."""
+
+
 class TooManyAttempts(Exception):
     """429: too many failed attempts; try again after `retry_after` seconds."""
 
@@ -180,6 +184,15 @@ def _on_authentication_failed(_: Request[Any, Any, Any], exc: AuthenticationFail
     return problem_response(401, str(exc), type_="/problems/unauthenticated", headers={"WWW-Authenticate": challenge})
 
 
+def _on_invalid_email_token(_: Request[Any, Any, Any], exc: InvalidEmailToken) -> Response[Problem]:
+    return problem_response(
+        400,
+        str(exc),
+        type_="/problems/invalid-token",
+        errors=[FieldError(field="token", message="invalid, expired or already used")],
+    )
+
+
 def _on_too_many_attempts(_: Request[Any, Any, Any], exc: TooManyAttempts) -> Response[Problem]:
     return problem_response(
         429, str(exc), type_="/problems/too-many-attempts", headers={"Retry-After": str(exc.retry_after)}
@@ -248,6 +261,7 @@ exception_handlers: ExceptionHandlersMap = {
     asyncpg.IntegrityConstraintViolationError: _on_integrity_error,
     AuthenticationFailed: _on_authentication_failed,
     TooManyAttempts: _on_too_many_attempts,
+    InvalidEmailToken: _on_invalid_email_token,
     PreconditionFailed: _on_precondition_failed,
     MalformedPrecondition: _on_malformed_precondition,
     KeyReused: _on_idempotency_key_reused,

@@ -18,6 +18,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts.config import Settings
+from accounts.system.metrics import UNMATCHED, RequestMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -85,10 +86,12 @@ def configure_logging(settings: Settings) -> None:
 
 class RequestContextMiddleware:
     """Gives every request an id (a well-formed `X-Request-ID` or a new one), returns it on every
-    response, binds it to the log context and, unless switched off, writes one access-log line."""
+    response, binds it to the log context, counts the request in the metrics (by route template) and,
+    unless switched off, writes one access-log line."""
 
-    def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: RequestMetrics, log_requests: bool) -> None:
         self.app = app
+        self.metrics = metrics
         self.log_requests = log_requests
         # Bound now, after configure_logging, so the hot path skips structlog's lazy proxy.
         self.access_log = structlog.get_logger("accounts.access").bind()
@@ -117,16 +120,21 @@ class RequestContextMiddleware:
             await send(message)
 
         token = request_id.set(rid.decode())
-        started = time.perf_counter() if self.log_requests else 0.0
+        metrics = self.metrics
+        metrics.in_flight += 1
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
+            duration = time.perf_counter() - started
+            metrics.in_flight -= 1
+            metrics.observe(scope["method"], scope.get("path_template") or UNMATCHED, status, duration)
             if self.log_requests:
                 self.access_log.info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(duration * 1000, 2),
                 )
             request_id.reset(token)

@@ -32,7 +32,16 @@ from litestar.openapi.spec import (
 )
 from litestar.routes import HTTPRoute
 
-from accounts.auth.schemas import ApiKeyCreate, PasswordChange, PasswordGrant, RefreshRequest, RegisterRequest
+from accounts.auth.schemas import (
+    ApiKeyCreate,
+    EmailVerification,
+    PasswordChange,
+    PasswordGrant,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    RefreshRequest,
+    RegisterRequest,
+)
 from accounts.idempotency import DESCRIPTION as IDEMPOTENCY_DESCRIPTION
 from accounts.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
@@ -76,6 +85,9 @@ REQUEST_EXAMPLES: dict[str, msgspec.Struct] = {
         PasswordGrant(grant_type="password", username="ada@example.com", password="correct horse"),
         RefreshRequest(refresh_token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E"),
         PasswordChange(current_password="correct horse", new_password="battery staple"),
+        EmailVerification(token="Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_"),
+        PasswordResetRequest(email="ada@example.com"),
+        PasswordResetConfirm(token="Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_", new_password="battery staple"),
         ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2099, 1, 1, tzinfo=UTC)),
     )
 }

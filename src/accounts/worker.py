@@ -16,39 +16,86 @@ from typing import Any
 
 import asyncpg
 import structlog
-from saq import Queue, Worker
+from prometheus_client import Counter, Histogram, start_http_server
+from saq import Job, Queue, Worker
 from saq.job import CronJob, Status
 from saq.queue.postgres import PostgresQueue
+from saq.queue.redis import RedisQueue
 from saq.types import PartialTimersDict
+from saq.utils import now
 
+from accounts.auth.jobs import flush_outbox, send_email
 from accounts.config import Settings
-from accounts.jobs.services import JobStore, WorkerContext, tracked_id
+from accounts.jobs.services import AttemptLog, JobStore, WorkerContext, tracked_id, tracked_id_of
 from accounts.logging import configure_logging
 from accounts.system.jobs import purge_expired
+from accounts.users.jobs import export_users, import_users
 
 QUEUE_NAME = "accounts"
 
 # Every task by the name it is enqueued under; a domain adds its tasks here.
 TASKS: dict[str, Any] = {
     "purge_expired": purge_expired,
+    "import_users": import_users,
+    "export_users": export_users,
+    "send_email": send_email,
+    "flush_outbox": flush_outbox,
 }
-CRON_JOBS = [CronJob(purge_expired, cron="*/10 * * * *", timeout=300, retries=1)]
+CRON_JOBS = [
+    CronJob(purge_expired, cron="*/10 * * * *", timeout=300, retries=1),
+    CronJob(flush_outbox, cron="* * * * *", timeout=60, retries=1),
+]
 
 _RECORDED = {Status.COMPLETE: "complete", Status.FAILED: "failed", Status.QUEUED: "queued"}
 
 log = structlog.get_logger("accounts.worker")
+# One worker process, so prometheus_client's ordinary registry is right here (the API needs more).
+JOB_OUTCOMES = Counter("accounts_jobs", "Job attempts by task and how they ended.", ["task", "status"])
+JOB_DURATIONS = Histogram(
+    "accounts_job_duration_seconds", "Time a job attempt ran.", ["task"], buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800)
+)
 
 
 def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
     """The queue on Redis (REDIS_URL) or on the app's PostgreSQL; `pool_size` bounds its connections."""
     if settings.redis_url:
-        return Queue.from_url(settings.redis_url, name=QUEUE_NAME)
-    return PostgresQueue.from_url(
+        return SweptRedisQueue.from_url(settings.redis_url, name=QUEUE_NAME)
+    return SweptPostgresQueue.from_url(
         settings.asyncpg_database_url or "", name=QUEUE_NAME, min_size=1, max_size=max(pool_size, 2)
     )
 
 
+class RecordsSweptJobs(Queue):
+    """SAQ's sweep settles a dead worker's jobs without running any hook: tell the `jobs` rows too."""
+
+    job_store: JobStore | None = None
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        swept = await super().sweep(lock, abort)  # type: ignore[safe-super]  # a mixin: the concrete queue's sweep
+        if self.job_store is not None:
+            for job_id in swept:
+                job = await self._job_by_id(job_id)
+                tracked = tracked_id_of(job) if job is not None else None
+                if job is not None and tracked is not None:
+                    status = "queued" if job.status == Status.QUEUED else "failed"
+                    await self.job_store.ended(tracked, status, "The worker running this job stopped.")
+        return swept
+
+    async def _job_by_id(self, job_id: str) -> Job | None:
+        return await self.job(job_id.rsplit(":", 1)[-1])
+
+
+class SweptRedisQueue(RecordsSweptJobs, RedisQueue):
+    pass
+
+
+class SweptPostgresQueue(RecordsSweptJobs, PostgresQueue):
+    pass
+
+
 def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
+    recording: set[asyncio.Task[None]] = set()
+
     async def startup(ctx: WorkerContext) -> None:
         pool = await asyncpg.create_pool(
             settings.asyncpg_database_url, min_size=1, max_size=settings.worker_concurrency + 1
@@ -56,8 +103,15 @@ def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
         ctx["settings"] = settings
         ctx["pool"] = pool
         ctx["jobs"] = JobStore(pool)
+        ctx["attempts"] = AttemptLog(pool)
+        recording.add(asyncio.create_task(ctx["attempts"].run()))
+        if isinstance(queue, RecordsSweptJobs):
+            queue.job_store = ctx["jobs"]
 
     async def shutdown(ctx: WorkerContext) -> None:
+        for task in recording:
+            task.cancel()
+        await asyncio.gather(*recording, return_exceptions=True)  # the last records are written on the way out
         if (pool := ctx.get("pool")) is not None:
             await pool.close()
 
@@ -65,15 +119,19 @@ def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
         job = ctx["job"]
         structlog.contextvars.bind_contextvars(job_id=job.key, task=job.function, attempt=job.attempts)
         if (job_id := tracked_id(ctx)) is not None:
-            await ctx["jobs"].started(job_id, job.attempts)
+            ctx["attempts"].started(job_id, job.attempts)
 
     async def after_process(ctx: WorkerContext) -> None:
         job = ctx["job"]
+        JOB_OUTCOMES.labels(job.function, job.status.value).inc()
+        if job.started:  # SAQ's times are epoch milliseconds
+            JOB_DURATIONS.labels(job.function).observe(max((job.completed or now()) - job.started, 0) / 1000)
         try:
+            error = _summary(ctx.get("exception"), job.error)
             if (job_id := tracked_id(ctx)) is not None and job.status in _RECORDED:
-                await ctx["jobs"].ended(job_id, _RECORDED[job.status], _summary(job.error))
-            if job.status in (Status.FAILED, Status.QUEUED) and job.error:
-                log.warning("job attempt failed", status=job.status.value, error=_summary(job.error))
+                ctx["attempts"].ended(job_id, job.attempts, _RECORDED[job.status], error)
+            if job.status in (Status.FAILED, Status.QUEUED) and error:
+                log.warning("job attempt failed", status=job.status.value, error=error)
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "task", "attempt")
 
@@ -87,17 +145,24 @@ def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
         before_process=before_process,
         after_process=after_process,
         shutdown_grace_period_s=settings.shutdown_timeout,
+        dequeue_timeout=1.0,  # idle loops wake each second, so a stopping worker need not wait out the grace period
         # SAQ's defaults, but a sweep every 10 s (not 60): a killed worker's jobs go back on the queue sooner.
         timers=PartialTimersDict(schedule=1, worker_info=10, sweep=10, abort=1),
     )
 
 
-def _summary(error: str | None) -> str | None:
-    """The last line of a traceback (`ValueError: ...`): what went wrong, without the internals."""
-    if not error:
+def _summary(exception: BaseException | None, error: str | None) -> str | None:
+    """What went wrong in one line (`ValueError: ...`), without a traceback: from the exception the task
+    raised, else from SAQ's own error text (a timeout, a cancellation)."""
+    if exception is not None:
+        message = " ".join(str(exception).split())
+        text = f"{type(exception).__name__}: {message}" if message else type(exception).__name__
+    elif error:
+        lines = [line for line in error.strip().splitlines() if line.strip()]
+        text = lines[-1] if lines else ""
+    else:
         return None
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else None
+    return text[:500] or None
 
 
 @asynccontextmanager
@@ -117,8 +182,10 @@ async def worker_in_process(settings: Settings) -> AsyncIterator[None]:
 
 
 async def run_worker(settings: Settings) -> None:
-    """Run a worker until SIGTERM or SIGINT."""
+    """Run a worker until SIGTERM or SIGINT; its metrics on WORKER_METRICS_PORT (`/metrics`)."""
     configure_logging(settings)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
     queue = make_queue(settings, pool_size=settings.worker_concurrency + 2)
     await queue.connect()
     try:

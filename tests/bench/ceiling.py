@@ -12,7 +12,9 @@ from litestar import Litestar, Response, get, patch
 from litestar.params import HeaderParameter
 
 # Fixed column names, not input: the f-strings below build no SQL from the request.
-COLUMNS = "id, email, username, full_name, bio, is_active, is_superuser, created_at, updated_at, version"
+COLUMNS = (
+    "id, email, username, full_name, bio, is_active, is_superuser, email_verified_at, created_at, updated_at, version"
+)
 _encode = msgspec.json.Encoder().encode
 _encode_msgpack = msgspec.msgpack.Encoder().encode
 _pool: asyncpg.Pool | None = None

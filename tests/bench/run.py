@@ -37,6 +37,8 @@ from sqlalchemy.engine import make_url
 from accounts.auth.passwords import HASHER
 from accounts.config import Settings
 from accounts.db import sqlalchemy_config
+from tests.bench.jobs import ImportFigure, QueueFigure, measure_import, measure_queue, redis_answers
+from tests.bench.jobs import render as render_jobs
 from tests.bench.seed import seed_users
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +120,8 @@ class Report(msgspec.Struct, kw_only=True):
     connections: int
     hash_ms: float
     servers: dict[str, ServerResult] = msgspec.field(default_factory=dict)
+    imports: ImportFigure | None = None
+    queue: QueueFigure | None = None
 
 
 @dataclass
@@ -165,6 +169,7 @@ class Bench:
                 "LOG_FORMAT": "json",
                 "JWT_SIGNING_KEY_FILE": str(self.key_file),
                 "LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
+                "DATA_DIR": str(self.workdir / "data"),  # shared with the import scenario's worker
             }
             return [sys.executable, "-m", "accounts", "serve"], env
         if target == "ceiling":
@@ -358,7 +363,31 @@ def render(report: Report) -> str:
         socket_errors = sum(f.socket_errors for f in server.scenarios.values())
         rss = ", ".join(f"{mb:.0f}" for mb in server.rss_mb_per_worker)
         lines.append(f"| {name} | {server.ready_seconds} | {rss} | {non_2xx} / {socket_errors} |")
+    if report.imports is not None or report.queue is not None:
+        lines.append(render_jobs(report.imports, report.queue).rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+def run_job_scenarios(bench: Bench, report: Report, servers: list[Server]) -> None:
+    """Scenarios 6 (a bulk import through Accounts) and 7 (no-op jobs: our job path against bare SAQ), each
+    with only the processes it needs running (the database has connections for a few pools only)."""
+    wanted = bench.args.scenario
+    accounts = next((server for server in servers if server.target == "accounts"), None)
+    for server in servers:
+        if server is not accounts:
+            server.stop()
+    if accounts is not None and accounts.token and bench.args.import_rows and (not wanted or "6" in wanted):
+        _, env = bench.command("accounts", int(accounts.base.rsplit(":", 1)[1]))
+        report.imports = measure_import(env, bench.workdir, accounts.base, accounts.token, bench.args.import_rows)
+        print(f"  import: {report.imports}", flush=True)
+    if accounts is not None:
+        accounts.stop()
+    if bench.args.jobs and (not wanted or "7" in wanted):
+        if asyncio.run(redis_answers()):
+            report.queue = asyncio.run(measure_queue(bench.dsn, bench.args.jobs, bench.args.runs))
+            print(f"  job path: {report.queue}", flush=True)
+        else:
+            print("  job path: skipped, no Redis answers at BENCH_REDIS_URL", flush=True)
 
 
 def main() -> None:
@@ -368,6 +397,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", choices=["accounts", "ceiling", "peer"], action="append")
+    parser.add_argument("--import-rows", type=int, default=100_000, help="users in the import scenario (6)")
+    parser.add_argument("--jobs", type=int, default=3_000, help="no-op jobs per run in the job path scenario (7)")
     parser.add_argument(
         "--scenario", action="append", help="run only this scenario (its number, e.g. 2m); repeat for more"
     )
@@ -402,7 +433,9 @@ def main() -> None:
                         ),
                     ).scenarios[scenario.name] = figure
             for server in servers:
-                report.servers[server.target].rss_mb_per_worker = _worker_rss_mb(server.process.pid)
+                if server.target in report.servers:  # not when only job scenarios ran
+                    report.servers[server.target].rss_mb_per_worker = _worker_rss_mb(server.process.pid)
+            run_job_scenarios(bench, report, servers)
         finally:
             for server in servers:
                 server.stop()

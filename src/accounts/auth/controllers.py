@@ -1,4 +1,4 @@
-"""HTTP endpoints for signing in and out, the public keys, and API keys."""
+"""HTTP endpoints for signing up, in and out, e-mail verification, password resets, the public keys, and API keys."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from uuid import UUID
 import msgspec
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import Body, JSONBody, Parameter
+from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.auth.authentication import (
@@ -24,21 +26,26 @@ from accounts.auth.authentication import (
     requires_user,
 )
 from accounts.auth.cache import CredentialCache
+from accounts.auth.jobs import enqueue_email
 from accounts.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
+    EmailVerification,
     JwkSet,
     PasswordGrant,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
     TokenPair,
 )
-from accounts.auth.services import ApiKeyService, AuthService, to_key_read
+from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
+from accounts.jobs.services import Jobs
 from accounts.media import NegotiatedResponse, decode_body
 from accounts.openapi import LOCATION_HEADER
 from accounts.preconditions import ETAG_HEADER, etag
@@ -56,6 +63,12 @@ def provide_auth_service(
     return AuthService(db_session, tokens, settings)
 
 
+def provide_account_emails(
+    db_session: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+) -> AccountEmails:
+    return AccountEmails(db_session, settings)
+
+
 def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -66,6 +79,7 @@ class AuthController(Controller):
     tags = ["auth"]
     dependencies = {
         "auth": Provide(provide_auth_service, sync_to_thread=False),
+        "emails": Provide(provide_account_emails, sync_to_thread=False),
         "users": Provide(create_service_provider(UserService)),
     }
 
@@ -136,19 +150,84 @@ class AuthController(Controller):
         operation_id="register",
         middleware=[IdempotencyMiddleware],
         summary="Sign up",
-        description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`.",
+        description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`. Sends an e-mail whose token "
+        "verifies the address (`POST /api/v1/auth/verify-email`).",
         status_code=201,
         response_headers=[LOCATION_HEADER, ETAG_HEADER],
         responses=problem_responses(400, 403, 409, 413, 415),
     )
     async def register(
-        self, users: NamedDependency[UserService], settings: NamedDependency[Settings], data: JSONBody[RegisterRequest]
+        self,
+        users: NamedDependency[UserService],
+        emails: NamedDependency[AccountEmails],
+        jobs: NamedDependency[Jobs],
+        settings: NamedDependency[Settings],
+        data: JSONBody[RegisterRequest],
     ) -> Response[UserRead]:
         if not settings.registration_enabled:
             raise PermissionDeniedException(detail="Sign-up is closed; ask an administrator for an account.")
-        user = to_read(await users.create(data))
+        created = await users.create(data)
+        outbox_id = await emails.send_verification(created)  # in the user's transaction: both or neither
+        user = to_read(created)
         headers = {"Location": f"/api/v1/users/{user.id}", "ETag": etag(user.version)}
-        return NegotiatedResponse(user, status_code=201, headers=headers)
+        # Enqueued after the response, hence after the commit: the worker always finds the message.
+        return NegotiatedResponse(
+            user, status_code=201, headers=headers, background=BackgroundTask(enqueue_email, jobs, outbox_id)
+        )
+
+    @post(
+        "/verify-email",
+        opt=PUBLIC,
+        operation_id="verifyEmail",
+        summary="Verify an e-mail address with the token e-mailed to it",
+        description="Each token works once, until it expires (`EMAIL_VERIFICATION_TTL`), and only while the "
+        "account still has the address it was sent to. Sets the user's `email_verified_at`.",
+        status_code=204,
+        responses=problem_responses(400, 413, 415),
+    )
+    async def verify_email(self, emails: NamedDependency[AccountEmails], data: JSONBody[EmailVerification]) -> None:
+        await emails.verify_email(data.token)
+
+    @post(
+        "/password-reset",
+        opt=PUBLIC,
+        operation_id="requestPasswordReset",
+        summary="E-mail a password-reset link",
+        description="Always 202, whether or not an account has this address, so the answer reveals nothing. "
+        "An active account gets an e-mail, at most one per `PASSWORD_RESET_INTERVAL` seconds; only the newest "
+        "link works, for `PASSWORD_RESET_TTL` seconds.",
+        status_code=202,
+        responses=problem_responses(400, 413, 415),
+    )
+    async def request_password_reset(
+        self,
+        emails: NamedDependency[AccountEmails],
+        jobs: NamedDependency[Jobs],
+        data: JSONBody[PasswordResetRequest],
+    ) -> ASGIResponse:
+        outbox_id = await emails.send_password_reset(data.email)
+        # Enqueued after the response: its timing is the same whether or not an e-mail was written.
+        background = BackgroundTask(enqueue_email, jobs, outbox_id) if outbox_id is not None else None
+        return ASGIResponse(status_code=202, background=background)
+
+    @post(
+        "/password-reset/confirm",
+        opt=PUBLIC,
+        operation_id="confirmPasswordReset",
+        summary="Set a new password with the token of a password-reset e-mail",
+        description="Each token works once, until it expires. Every refresh and access token of the user is "
+        "revoked; log in again with the new password.",
+        status_code=204,
+        responses=problem_responses(400, 413, 415),
+    )
+    async def confirm_password_reset(
+        self,
+        emails: NamedDependency[AccountEmails],
+        credentials: NamedDependency[CredentialCache],
+        data: JSONBody[PasswordResetConfirm],
+    ) -> None:
+        user_id = await emails.reset_password(data.token, data.new_password)
+        credentials.forget_user(user_id)
 
 
 class JwksController(Controller):

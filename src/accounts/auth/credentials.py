@@ -1,4 +1,4 @@
-"""Opaque secrets: refresh tokens and API keys, and the hashes they are stored and found by."""
+"""Opaque secrets: refresh tokens, e-mailed tokens and API keys, and the hashes they are stored and found by."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def same_hash(value: str, expected: bytes) -> bool:
 
 
 def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_email_token() -> str:
+    """The secret of a verification or password-reset e-mail: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
 
 

@@ -1,4 +1,5 @@
-"""Tables of credentials: refresh tokens, API keys and the login-failure counters."""
+"""Tables of credentials: refresh tokens, API keys, the login-failure counters, e-mailed tokens and the
+outbox of e-mails waiting to be sent."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,3 +51,47 @@ class LoginFailure(DefaultBase):
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_started_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class EmailToken(Base):
+    """A single-use token sent by e-mail, stored as its SHA-256: `verify` proves the address, `reset` sets a
+    new password. It is bound to the address it was sent to, so it is worthless once the e-mail changes."""
+
+    __tablename__ = "email_tokens"
+    __table_args__ = (
+        # At most one open reset token per user: a new request replaces it (and only the newest link works).
+        Index(
+            "ux_email_tokens_open_reset",
+            "user_id",
+            unique=True,
+            postgresql_where=text("purpose = 'reset' AND used_at IS NULL"),
+        ),
+        Index("ix_email_tokens_expires_at", "expires_at"),
+    )
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    email: Mapped[str] = mapped_column(String(254))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class OutboxMessage(Base):
+    """An e-mail written in the transaction of the change that causes it, sent by the `send_email` task.
+
+    The body (which holds a token) is cleared once the message is sent; unsent rows go when they expire."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        Index("ix_outbox_messages_unsent", "created_at", postgresql_where=text("sent_at IS NULL")),
+        Index("ix_outbox_messages_sent_at", "sent_at"),
+        Index("ix_outbox_messages_expires_at", "expires_at"),
+    )
+
+    kind: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -52,6 +52,37 @@ class PasswordChange(Struct, kw_only=True, forbid_unknown_fields=True):
     new_password: Password
 
 
+EmailTokenValue = Annotated[
+    str,
+    Meta(
+        min_length=16,
+        max_length=128,
+        pattern=whole_string(r"[A-Za-z0-9_-]+"),
+        description="The token from the e-mail.",
+        examples=["Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_"],
+    ),
+]
+
+
+class EmailVerification(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The token of a verification e-mail, which proves the address belongs to the account."""
+
+    token: EmailTokenValue
+
+
+class PasswordResetRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Ask for a password-reset e-mail; the answer is the same whether or not the account exists."""
+
+    email: Email
+
+
+class PasswordResetConfirm(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The token of a password-reset e-mail and the new password."""
+
+    token: EmailTokenValue
+    new_password: Password
+
+
 class Jwk(Struct, kw_only=True):
     """An Ed25519 public key as a JWK (RFC 8037)."""
 

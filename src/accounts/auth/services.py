@@ -1,4 +1,5 @@
-"""Logins, refresh-token rotation, logouts, password changes, API keys and the failed-login limits."""
+"""Logins, refresh-token rotation, logouts, password changes and resets, e-mail verification, API keys and
+the failed-login limits."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from accounts.auth.credentials import new_api_key, new_refresh_token, secret_hash
-from accounts.auth.models import ApiKey, LoginFailure, RefreshToken
+from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token, secret_hash
+from accounts.auth.models import ApiKey, EmailToken, LoginFailure, OutboxMessage, RefreshToken
 from accounts.auth.passwords import hash_password, needs_rehash, verify_password
 from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
-from accounts.errors import AuthenticationFailed, TooManyAttempts
+from accounts.errors import AuthenticationFailed, InvalidEmailToken, TooManyAttempts
 from accounts.users.models import User
 
 WRONG_CREDENTIALS = "The username or password is wrong."
@@ -212,3 +213,160 @@ class AuthService:
             )
         )
         await self.session.commit()  # the count must outlive the 401 that follows
+
+
+VERIFY = "verify"
+RESET = "reset"
+INVALID_EMAIL_TOKEN = "The token is invalid, expired or already used; ask for a new e-mail."  # noqa: S105
+VERIFY_SUBJECT = "Confirm your e-mail address"
+RESET_SUBJECT = "Reset your password"
+
+# One statement whether or not the account exists, so the answer's timing does not say which. At most one
+# open reset token per user (a partial unique index): a new one replaces it only after the interval, and
+# only then is an e-mail written; concurrent requests serialise on that index entry.
+_REQUEST_RESET = text(
+    """
+    WITH account AS (
+        SELECT id, email FROM users WHERE email = :email AND is_active
+    ), token AS (
+        INSERT INTO email_tokens AS t (id, user_id, purpose, token_hash, email, expires_at, created_at, updated_at)
+        SELECT :token_id, id, 'reset', :token_hash, email, now() + make_interval(secs => :ttl), now(), now()
+        FROM account
+        ON CONFLICT (user_id) WHERE purpose = 'reset' AND used_at IS NULL DO UPDATE
+        SET token_hash = excluded.token_hash, email = excluded.email, expires_at = excluded.expires_at,
+            created_at = now(), updated_at = now()
+        WHERE t.created_at <= now() - make_interval(secs => :interval)
+        RETURNING t.email, t.expires_at
+    )
+    INSERT INTO outbox_messages (id, kind, recipient, subject, body, expires_at, created_at, updated_at)
+    SELECT :outbox_id, 'password_reset', email, :subject, :body, expires_at, now(), now() FROM token
+    RETURNING id
+    """
+)
+
+
+class AccountEmails:
+    """The e-mails that prove an address or reset a password, and the single-use tokens they carry.
+
+    A token is 256 random bits, kept only as its SHA-256 (found by that hash, so nothing is compared
+    character by character), bound to its purpose and to the address it was sent to, and spent once.
+    Each e-mail is written into the outbox in the caller's transaction; the caller enqueues it after the
+    commit (accounts.auth.jobs.enqueue_email)."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def send_verification(self, user: User) -> UUID:
+        """Write the verification e-mail of `user`'s address; returns the outbox message's id."""
+        token = new_email_token()
+        expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.email_verification_ttl)
+        message = OutboxMessage(
+            kind="verify_email",
+            recipient=user.email,
+            subject=VERIFY_SUBJECT,
+            body=self._body(VERIFY, token),
+            expires_at=expires_at,
+        )
+        record = EmailToken(
+            user_id=user.id, purpose=VERIFY, token_hash=secret_hash(token), email=user.email, expires_at=expires_at
+        )
+        self.session.add_all([record, message])
+        await self.session.flush()
+        return message.id
+
+    async def send_password_reset(self, email: str) -> UUID | None:
+        """Write a reset e-mail if an active account has `email` and it got none within PASSWORD_RESET_INTERVAL;
+        returns the outbox message's id, or None."""
+        token = new_email_token()
+        result = await self.session.execute(
+            _REQUEST_RESET,
+            {
+                "email": email.lower(),
+                "token_id": uuid7(),
+                "token_hash": secret_hash(token),
+                "ttl": self.settings.password_reset_ttl,
+                "interval": self.settings.password_reset_interval,
+                "outbox_id": uuid7(),
+                "subject": RESET_SUBJECT,
+                "body": self._body(RESET, token),
+            },
+        )
+        outbox_id: UUID | None = result.scalar_one_or_none()
+        return outbox_id
+
+    async def verify_email(self, token: str) -> UUID:
+        """Spend a verification token and mark its address verified; returns the user's id."""
+        user_id = await self._spend(VERIFY, token)
+        await self.session.execute(
+            update(User)
+            .where(User.id == user_id, User.email_verified_at.is_(None))
+            .values(email_verified_at=func.now(), updated_at=func.now())
+        )
+        return user_id
+
+    async def reset_password(self, token: str, new_password: str) -> UUID:
+        """Spend a reset token and set the new password; every refresh and access token of the user stops
+        working, the account's failed-login count is forgiven, and the address counts as verified."""
+        hashed = await hash_password(new_password)  # before any query: no connection is held while argon2 runs
+        user_id = await self._spend(RESET, token)
+        await self.session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                hashed_password=hashed,
+                token_version=User.token_version + 1,
+                email_verified_at=func.coalesce(User.email_verified_at, func.now()),
+                updated_at=func.now(),
+            )
+        )
+        await RefreshTokenService(session=self.session).revoke_all(user_id)
+        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == f"account:{user_id}"))
+        return user_id
+
+    async def _spend(self, purpose: str, token: str) -> UUID:
+        """Mark the token used if it is unused, unexpired, of this purpose, and its account (active, for a
+        reset) still has the address it was sent to; returns the user's id."""
+        conditions = [
+            EmailToken.token_hash == secret_hash(token),
+            EmailToken.purpose == purpose,
+            EmailToken.used_at.is_(None),
+            EmailToken.expires_at > func.now(),
+            User.id == EmailToken.user_id,
+            User.email == EmailToken.email,
+        ]
+        if purpose == RESET:
+            conditions.append(User.is_active.is_(True))
+        spent = await self.session.execute(
+            update(EmailToken).where(*conditions).values(used_at=func.now()).returning(EmailToken.user_id)
+        )
+        user_id: UUID | None = spent.scalar_one_or_none()
+        if user_id is None:
+            raise InvalidEmailToken(INVALID_EMAIL_TOKEN)
+        return user_id
+
+    def _body(self, purpose: str, token: str) -> str:
+        base = self.settings.public_url.rstrip("/")
+        if purpose == VERIFY:
+            return (
+                "Hello,\n\nplease confirm that this address is yours by opening this link within"
+                f" {_duration(self.settings.email_verification_ttl)}:\n\n{base}/verify-email?token={token}\n\n"
+                f"(or send the token {token} to POST /api/v1/auth/verify-email).\n\n"
+                "If you did not sign up, ignore this message.\n"
+            )
+        return (
+            "Hello,\n\nsomeone, hopefully you, asked to reset the password of the account with this address."
+            f" Choose a new one with this link within {_duration(self.settings.password_reset_ttl)}:\n\n"
+            f"{base}/reset-password?token={token}\n\n"
+            f"(or send the token {token} with a new_password to POST /api/v1/auth/password-reset/confirm).\n\n"
+            "If you did not ask for this, ignore this message: your password stays as it is.\n"
+        )
+
+
+def _duration(seconds: int) -> str:
+    """`48 hours`, `1 hour`, `30 minutes`: how long a link works, in words."""
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"

@@ -47,6 +47,7 @@ class JobController(Controller):
     @get(
         "/{job_id:str}/result",
         operation_id="getJobResult",
+        media_type="application/octet-stream",  # an export's NDJSON or CSV, or an import's NDJSON error report
         summary="Download a job's result",
         description="An export's file, or an import's error report; streamed. 409 until the job is complete.",
         responses=problem_responses(400, 401, 403, 404, 409),

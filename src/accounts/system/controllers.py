@@ -1,20 +1,26 @@
-"""Health endpoints for load balancers and orchestrators."""
+"""Health endpoints for load balancers and orchestrators, and metrics for Prometheus."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from litestar import Controller, get
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounts.auth.authentication import PUBLIC
 from accounts.config import Settings
 from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
+from accounts.jobs.services import Jobs
 from accounts.media import PreEncoded
+from accounts.system.metrics import registry_for
 from accounts.system.schemas import Health
 
 _LIVE = Health(status="ok")
@@ -51,3 +57,27 @@ class HealthController(Controller):
                 headers={"Retry-After": RETRY_AFTER_SECONDS},
             ) from exc
         return _LIVE
+
+
+class MetricsController(Controller):
+    path = "/metrics"
+    include_in_schema = False  # for Prometheus, not for generated clients
+    opt = PUBLIC
+
+    @get(summary="Prometheus metrics of the whole server (every API worker)")
+    async def metrics(self, request: Request[Any, Any, State]) -> Response[bytes]:
+        queue_depth = await _queue_depth(request.app.state.jobs)
+        body = generate_latest(registry_for(request.app.state.metrics, queue_depth))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def _queue_depth(jobs: Jobs) -> list[Metric]:
+    """Jobs waiting and running on the queue; nothing (rather than a failed scrape) if it is unreachable."""
+    family = GaugeMetricFamily("accounts_queue_jobs", "Jobs on the queue, by state.", labels=["state"])
+    try:
+        await jobs.connect()
+        for state in ("queued", "active"):
+            family.add_metric([state], await jobs.queue.count(state))
+    except Exception:  # noqa: BLE001 - the queue being down must not hide the other metrics
+        return []
+    return [family]

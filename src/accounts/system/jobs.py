@@ -16,12 +16,16 @@ _PURGES = {
     "idempotency_keys": "DELETE FROM idempotency_keys WHERE expires_at <= now()",
     "refresh_tokens": "DELETE FROM refresh_tokens WHERE expires_at <= now()",
     "login_failures": "DELETE FROM login_failures WHERE window_started_at <= now() - make_interval(secs => $1)",
+    "email_tokens": "DELETE FROM email_tokens WHERE expires_at <= now()",
+    # Sent messages are kept a week (without their bodies) to show what went out; unsent ones until they expire.
+    "outbox_messages": "DELETE FROM outbox_messages WHERE sent_at <= now() - interval '7 days'"
+    " OR (sent_at IS NULL AND expires_at <= now())",
 }
 
 
 async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
-    """Delete expired idempotency keys, refresh tokens and login-failure windows, and finished jobs
-    (with their result files) older than JOB_RESULT_TTL."""
+    """Delete expired idempotency keys, refresh tokens, login-failure windows and e-mailed tokens, old or
+    expired outbox messages, and finished jobs (with their result files) older than JOB_RESULT_TTL."""
     settings = ctx["settings"]
     pool = ctx["pool"]
     deleted: dict[str, Any] = {}

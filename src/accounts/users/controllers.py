@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Response, delete, get, patch, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import JSONBody, Parameter
+from uuid_utils.compat import uuid7
 
 from accounts.auth.authentication import (
     AUTHENTICATED,
@@ -23,14 +27,23 @@ from accounts.auth.cache import CredentialCache
 from accounts.auth.controllers import provide_auth_service
 from accounts.auth.schemas import PasswordChange
 from accounts.auth.services import AuthService
+from accounts.config import Settings
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
+from accounts.jobs.schemas import JobRead
+from accounts.jobs.services import Jobs
 from accounts.media import NegotiatedResponse, decode_body
 from accounts.openapi import LOCATION_HEADER
 from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMatch, etag, if_match_versions, tagged
+from accounts.users.bulk import FORMATS, MEDIA_TYPES, BadHeader, UploadTooLarge, csv_header, receive
+from accounts.users.jobs import EXPORT_JOB, IMPORT_JOB, upload_path
 from accounts.users.schemas import (
+    ImportFormat,
+    OnDuplicate,
     ProfileUpdate,
     UserCreate,
+    UserExportQuery,
+    UserImportQuery,
     UserListQuery,
     UserPage,
     UserRead,
@@ -41,6 +54,41 @@ from accounts.users.services import UserService, UserStore, to_read
 
 # Declared `str` in the path so a malformed id is a 400 naming the parameter, not an unmatched route (404).
 UserId = Annotated[UUID, Parameter(description="The user's id (a UUID).")]
+ActiveFilter = Annotated[bool | None, Parameter(description="Only active or only inactive users.")]
+EmailFilter = Annotated[str | None, Parameter(max_length=254, description="Exact e-mail, any case.")]
+PrefixFilter = Annotated[
+    str | None, Parameter(min_length=1, max_length=200, description="Prefix of e-mail, username or full name.")
+]
+JOB_LOCATION_HEADER = ResponseHeader(
+    name="Location",
+    documentation_only=True,
+    description="The job's URL: poll it until its status is final.",
+    value="/api/v1/jobs/01936f3e-2a4b-7c3d-8e5f-a1b2c3d4e5f6",
+)
+IMPORT_EXAMPLES: dict[ImportFormat, str] = {
+    "ndjson": '{"email": "ada@example.com", "username": "ada.lovelace", "full_name": "Ada Lovelace"}\n'
+    '{"email": "charles@example.com", "username": "babbage", "bio": "Engines."}\n',
+    "csv": "email,username,full_name,bio\n"
+    "ada@example.com,ada.lovelace,Ada Lovelace,\n"
+    "charles@example.com,babbage,,Engines.\n",
+}
+
+
+@dataclass
+class ImportUsersOperation(Operation):
+    """The import's request body is the raw file, which the handler streams to disk, so Litestar has no
+    `data` parameter to document it from."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="The file: NDJSON (one `UserCreate` object a line) or CSV (a header row naming `UserCreate`"
+            " fields, then a row per user; an empty cell is an absent field).",
+            content={
+                MEDIA_TYPES[name]: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example=example)
+                for name, example in IMPORT_EXAMPLES.items()
+            },
+        )
 
 
 def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> None:
@@ -90,11 +138,9 @@ class UserController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=200, description="Page size.")] = 20,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="Rows to skip.")] = 0,
         sort: Annotated[UserSort, Parameter(description="Sort field; a leading `-` sorts descending.")] = "-created_at",
-        is_active: Annotated[bool | None, Parameter(description="Only active or only inactive users.")] = None,
-        email: Annotated[str | None, Parameter(max_length=254, description="Exact e-mail, any case.")] = None,
-        q: Annotated[
-            str | None, Parameter(min_length=1, max_length=200, description="Prefix of e-mail, username or full name.")
-        ] = None,
+        is_active: ActiveFilter = None,
+        email: EmailFilter = None,
+        q: PrefixFilter = None,
     ) -> UserPage:
         query = UserListQuery(limit=limit, offset=offset, sort=sort, is_active=is_active, email=email, q=q)
         return await store.page(query)
@@ -202,3 +248,86 @@ class UserController(Controller):
     )
     async def delete_user(self, store: NamedDependency[UserStore], user_id: UserId, if_match: IfMatch = None) -> None:
         await store.delete(user_id, versions=if_match_versions(if_match))
+
+    @post(
+        "/imports",
+        operation_id="importUsers",
+        summary="Import users from an NDJSON or CSV file",
+        description="Answers 202 with the job; the job validates every row as `createUser` does, writes the valid"
+        " ones in batches, and keeps an error report (NDJSON: `line`, `error`) as its result. Duplicates match by"
+        " e-mail (any case); a password in a row is set only when the user is created. Running the same file"
+        " again changes nothing more. At most IMPORT_MAX_BYTES (100 MB by default).",
+        status_code=202,
+        guards=[requires("users:write")],
+        request_max_body_size=None,  # streamed to disk; the handler enforces IMPORT_MAX_BYTES
+        operation_class=ImportUsersOperation,
+        response_headers=[JOB_LOCATION_HEADER],
+        responses=problem_responses(400, 401, 403, 413, 415),
+    )
+    async def import_users(
+        self,
+        jobs: NamedDependency[Jobs],
+        settings: NamedDependency[Settings],
+        request: AuthenticatedRequest,
+        on_duplicate: Annotated[
+            OnDuplicate,
+            Parameter(description="A row whose e-mail belongs to a user: `skip` it, or `update` that user's profile."),
+        ] = "skip",
+    ) -> Response[JobRead]:
+        media_type = request.content_type[0]
+        if (file_format := FORMATS.get(media_type)) is None:
+            sent = media_type or "without a Content-Type"
+            raise HTTPException(status_code=415, detail=f"Send the file as {' or '.join(FORMATS)}, not {sent}.")
+        query = UserImportQuery(format=file_format, on_duplicate=on_duplicate)
+        limit = settings.import_max_bytes
+        too_large = HTTPException(status_code=413, detail=f"The file is larger than {limit} bytes.")
+        if (request.content_length or 0) > limit:
+            raise too_large
+        path = upload_path(settings, f"{uuid7()}.{file_format}")
+        try:
+            await receive(request.stream(), path, limit)
+        except UploadTooLarge:
+            raise too_large from None
+        try:
+            if file_format == "csv":
+                csv_header(path)
+            job_id = await jobs.submit(
+                "import_users", IMPORT_JOB, request.user.identity, upload=path.name, **msgspec.structs.asdict(query)
+            )
+        except BadHeader as exc:
+            path.unlink(missing_ok=True)
+            raise ClientException(detail=str(exc)) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return _job_accepted(await jobs.read(job_id))
+
+    @post(
+        "/exports",
+        operation_id="exportUsers",
+        summary="Export users to an NDJSON or CSV file",
+        description="Answers 202 with the job; once it is complete, `GET /api/v1/jobs/{id}/result` downloads the"
+        " users the filters select (as `listUsers` filters), oldest first. The file is an import file: its rows"
+        " are `email`, `username`, `full_name` and `bio`.",
+        status_code=202,
+        guards=[requires("users:read")],
+        response_headers=[JOB_LOCATION_HEADER],
+        responses=problem_responses(400, 401, 403),
+    )
+    async def export_users(
+        self,
+        jobs: NamedDependency[Jobs],
+        request: AuthenticatedRequest,
+        *,
+        format: Annotated[ImportFormat, Parameter(description="The file's format.")] = "ndjson",
+        is_active: ActiveFilter = None,
+        email: EmailFilter = None,
+        q: PrefixFilter = None,
+    ) -> Response[JobRead]:
+        query = UserExportQuery(format=format, is_active=is_active, email=email, q=q)
+        job_id = await jobs.submit("export_users", EXPORT_JOB, request.user.identity, **msgspec.structs.asdict(query))
+        return _job_accepted(await jobs.read(job_id))
+
+
+def _job_accepted(job: JobRead) -> Response[JobRead]:
+    return NegotiatedResponse(job, status_code=202, headers={"Location": f"/api/v1/jobs/{job.id}"})

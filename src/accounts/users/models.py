@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from advanced_alchemy.base import DefaultBase
+from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, column, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,6 +36,8 @@ class User(Base):
     hashed_password: Mapped[str | None] = mapped_column(String(255), default=None)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     is_superuser: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    """When the owner proved the address (`POST /auth/verify-email`); cleared by a trigger when it changes."""
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     """Bumped when a password changes or the user logs out everywhere: older access tokens stop working."""
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))

@@ -102,6 +102,9 @@ class UserRead(Struct, kw_only=True):
     bio: str | None
     is_active: bool
     is_superuser: bool
+    email_verified_at: Annotated[
+        datetime | None, Meta(description="When the address was verified; null until then and after it changes.")
+    ]
     created_at: datetime
     updated_at: datetime
     version: Annotated[int, Meta(description="Bumped on every change; the user's ETag is this number in quotes.")]
@@ -125,3 +128,41 @@ class UserListQuery(Struct, kw_only=True):
     is_active: bool | None = None
     email: str | None = None
     q: str | None = None
+
+
+ImportFormat = Literal["ndjson", "csv"]
+OnDuplicate = Literal["skip", "update"]
+
+
+class UserImportQuery(Struct, kw_only=True):
+    """How to read an uploaded file and what to do with a row whose e-mail already belongs to a user."""
+
+    format: ImportFormat
+    on_duplicate: OnDuplicate = "skip"
+
+
+class UserExportQuery(Struct, kw_only=True):
+    """The list endpoint's filters and the file format of an export."""
+
+    format: ImportFormat = "ndjson"
+    is_active: bool | None = None
+    email: str | None = None
+    q: str | None = None
+
+
+class UserExportRow(Struct, kw_only=True):
+    """One user in an export file: the fields of `UserCreate` (without the password), so an export is an
+    import file."""
+
+    email: str
+    username: str
+    full_name: str | None
+    bio: str | None
+
+
+class RowError(Struct, kw_only=True):
+    """One line of an import's error report: a row that was not imported, and why."""
+
+    line: int
+    """The row's line in the uploaded file (1 is the first line; a CSV header is line 1)."""
+    error: str

@@ -42,6 +42,7 @@ class User(Base):
     hashed_password: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean)
     is_superuser: Mapped[bool] = mapped_column(Boolean)
+    email_verified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     token_version: Mapped[int] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -57,6 +58,7 @@ class UserRead(BaseModel):
     bio: str | None
     is_active: bool
     is_superuser: bool
+    email_verified_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
     version: int

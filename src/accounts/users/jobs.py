@@ -1,0 +1,155 @@
+"""SAQ tasks of the users domain: bulk import and export (started by `POST /api/v1/users/imports` and
+`/exports`, registered in accounts.worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from accounts.auth.passwords import hash_password
+from accounts.config import Settings
+from accounts.jobs.services import JobRun, JobSpec, WorkerContext, job_run
+from accounts.users.bulk import MEDIA_TYPES, ExportWriter, RowChecker, count_rows, encode_errors, read_rows
+from accounts.users.schemas import ImportFormat, OnDuplicate, RowError, UserCreate, UserExportQuery
+from accounts.users.services import UserExports, UserImportBatches
+
+IMPORT_JOB = JobSpec(timeout=3600, retries=3, heartbeat=300)
+EXPORT_JOB = JobSpec(timeout=3600, retries=3, heartbeat=300)
+IMPORT_BATCH = 5_000
+EXPORT_BATCH = 5_000
+ERROR_REPORT_MEDIA_TYPE = "application/x-ndjson"
+
+log = structlog.get_logger("accounts.users.jobs")
+
+
+def upload_path(settings: Settings, name: str) -> Path:
+    """Where an uploaded import file waits for its job; `name` is a bare file name, never a path."""
+    if Path(name).name != name or name.startswith("."):
+        msg = f"not an upload name: {name!r}"
+        raise ValueError(msg)
+    return settings.data_path / "imports" / name
+
+
+class ImportCounts(msgspec.Struct, kw_only=True):
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    failed: int = 0
+
+
+async def import_users(
+    ctx: WorkerContext,
+    *,
+    job_id: str,  # noqa: ARG001
+    upload: str,
+    format: ImportFormat,
+    on_duplicate: OnDuplicate,
+) -> dict[str, Any]:
+    """Import the users of an uploaded NDJSON or CSV file; the result is the error report (NDJSON of
+    RowError). A retry starts again from the top: rows already written are duplicates then."""
+    run = job_run(ctx)
+    source = upload_path(ctx["settings"], upload)
+    job = ctx["job"]
+    finished = False
+    try:
+        counts = await _import(run, ctx, source, format, on_duplicate)
+        finished = True
+    finally:
+        if finished or job.attempts >= job.retries:
+            source.unlink(missing_ok=True)
+    log.info("users imported", **msgspec.structs.asdict(counts))
+    return msgspec.structs.asdict(counts)
+
+
+async def _import(
+    run: JobRun, ctx: WorkerContext, source: Path, file_format: ImportFormat, on_duplicate: OnDuplicate
+) -> ImportCounts:
+    total = count_rows(source, file_format)
+    counts = ImportCounts()
+    checker = RowChecker()
+    report_path = run.result_file(".errors.ndjson")
+    await run.report(processed=0, total=total)
+    async with ctx["pool"].acquire() as connection:
+        batches = UserImportBatches(connection, on_duplicate)
+        await batches.prepare()
+        with source.open("rb") as file, report_path.open("wb") as report:
+            valid: list[tuple[int, UserCreate]] = []
+            errors: list[RowError] = []
+            for line, parsed in read_rows(file, file_format):
+                counts.rows += 1
+                checked = checker.check(line, parsed) if isinstance(parsed, UserCreate) else parsed
+                if isinstance(checked, str):
+                    errors.append(RowError(line=line, error=checked))
+                else:
+                    valid.append((line, checked))
+                if len(valid) + len(errors) >= IMPORT_BATCH:
+                    await _write_batch(batches, valid, errors, counts, report)
+                    await run.report(processed=counts.rows, total=max(total, counts.rows), failed=counts.failed)
+                    valid, errors = [], []
+            await _write_batch(batches, valid, errors, counts, report)
+    await run.report(processed=counts.rows, total=counts.rows, failed=counts.failed)
+    await run.keep_result(report_path, ERROR_REPORT_MEDIA_TYPE)
+    return counts
+
+
+async def _write_batch(
+    batches: UserImportBatches,
+    valid: list[tuple[int, UserCreate]],
+    errors: list[RowError],
+    counts: ImportCounts,
+    report: Any,
+) -> None:
+    if valid:
+        written = await batches.write(await _with_password_hashes(batches, valid))
+        counts.created += written.created
+        counts.updated += written.updated
+        errors = [*errors, *written.errors]
+    counts.failed += len(errors)
+    report.write(encode_errors(errors))
+
+
+async def _with_password_hashes(
+    batches: UserImportBatches, valid: list[tuple[int, UserCreate]]
+) -> list[tuple[int, UserCreate, str | None]]:
+    """The rows with their password hashed, for new users only: an import never changes the password of
+    an existing user, so argon2 (tens of ms a row) runs only where it is needed."""
+    with_password = [user.email for _, user in valid if user.password is not None]
+    existing = await batches.existing_emails(with_password) if with_password else set()
+    rows: list[tuple[int, UserCreate, str | None]] = []
+    for line, user in valid:
+        needs_hash = user.password is not None and user.email not in existing
+        rows.append((line, user, await hash_password(user.password) if needs_hash and user.password else None))
+    return rows
+
+
+async def export_users(
+    ctx: WorkerContext,
+    *,
+    job_id: str,  # noqa: ARG001
+    format: ImportFormat,
+    is_active: bool | None = None,
+    email: str | None = None,
+    q: str | None = None,
+) -> dict[str, Any]:
+    """Write the users the filters select, in keyset order, to a file that `GET /jobs/{id}/result` serves."""
+    run = job_run(ctx)
+    query = UserExportQuery(format=format, is_active=is_active, email=email, q=q)
+    exports = UserExports(ctx["pool"])
+    total = await exports.count(query)
+    await run.report(processed=0, total=total)
+    path = run.result_file(f".{format}")
+    written = 0
+    with path.open("wb") as file:
+        writer = ExportWriter(file, format)
+        async for page in exports.pages(query, EXPORT_BATCH):
+            writer.write(page)
+            written += len(page)
+            await run.report(processed=written, total=max(total, written))
+        writer.close()
+    await run.report(processed=written, total=written)
+    await run.keep_result(path, MEDIA_TYPES[format])
+    log.info("users exported", rows=written)
+    return {"rows": written}

@@ -1,0 +1,153 @@
+"""A job's life on the queue, run by the in-process worker (accounts.worker) on each backend: the `jobs` row
+follows SAQ from queued to active to complete or failed, with attempts, progress, timestamps and a one-line error.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.jobs.schemas import JobProgress
+from accounts.jobs.services import Jobs, JobSpec
+from tests.integration.jobs.conftest import InProcessWorker, saq_status, wait_for, wait_for_status
+from tests.integration.jobs.tasks import ATTEMPTS, FAILURE, GATES, QUICK
+
+OWNER = "user:0196a000-0000-7000-8000-000000000001"
+
+
+async def test_a_job_goes_from_queued_to_active_to_complete(
+    backend: str, jobs: Jobs, in_process: InProcessWorker
+) -> None:
+    job_id = await jobs.submit("test_count_to", QUICK, OWNER, total=3, hold=True)
+
+    queued = await jobs.store.get(job_id)
+    assert queued["status"] == "queued"
+    assert (queued["kind"], queued["owner"], queued["attempts"]) == ("test_count_to", OWNER, 0)
+    assert (queued["processed"], queued["total"], queued["failed"]) == (0, None, 0)
+    assert queued["started_at"] is None
+    assert queued["finished_at"] is None
+    assert queued["error"] is None
+    assert await saq_status(jobs, job_id) == "queued"
+
+    await in_process.start()
+    active = await wait_for(jobs, job_id, lambda row: row["status"] == "active" and row["processed"] == 1)
+    assert active["attempts"] == 1
+    assert (active["total"], active["failed"]) == (3, 0)
+    assert active["started_at"] is not None
+    assert active["started_at"] >= active["created_at"]
+    assert active["finished_at"] is None
+    assert await saq_status(jobs, job_id) == "active"
+
+    GATES[str(job_id)].set()
+    done = await wait_for_status(jobs, job_id, "complete")
+    assert done["attempts"] == 1
+    assert (done["processed"], done["total"], done["failed"]) == (3, 3, 1)
+    assert done["error"] is None
+    assert done["started_at"] == active["started_at"]
+    assert done["created_at"] <= done["started_at"] <= done["finished_at"]
+    assert len(ATTEMPTS[str(job_id)]) == 1
+    assert await saq_status(jobs, job_id) == "complete"
+
+    read = await jobs.read(job_id)
+    assert read.status == "complete"
+    assert read.progress == JobProgress(processed=3, total=3, failed=1)
+    assert read.result_url is None
+
+
+async def test_a_task_that_fails_once_then_succeeds_completes_on_its_second_attempt(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker
+) -> None:
+    job_id = await jobs.submit("test_flaky", QUICK, OWNER, failures=1)
+
+    done = await wait_for_status(jobs, job_id, "complete")
+
+    assert done["attempts"] == 2
+    assert done["error"] is None, "a job that completed keeps no error of an earlier attempt"
+    assert (done["processed"], done["total"]) == (1, 1)
+    assert done["started_at"] <= done["finished_at"]
+    assert len(ATTEMPTS[str(job_id)]) == 2
+
+
+async def test_a_task_that_fails_twice_then_succeeds_completes_on_its_third_and_last_attempt(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker
+) -> None:
+    job_id = await jobs.submit("test_flaky", QUICK, OWNER, failures=2)
+
+    done = await wait_for_status(jobs, job_id, "complete")
+
+    assert done["attempts"] == 3
+    assert len(ATTEMPTS[str(job_id)]) == 3
+
+
+async def test_a_task_that_always_fails_ends_failed_after_its_retries_with_a_one_line_error(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("saq.utils.random", lambda: 1.0)  # no jitter: the back-off is exactly 1.5 s, then 3 s
+    spec = JobSpec(timeout=30, retries=3, retry_delay=1.5)
+    job_id = await jobs.submit("test_always_fails", spec, OWNER)
+
+    between = await wait_for(jobs, job_id, lambda row: row["attempts"] == 1 and row["status"] == "queued")
+    assert between["error"] == f"RuntimeError: {FAILURE}", "the failed attempt's error is shown while it waits"
+    assert between["finished_at"] is None
+
+    failed = await wait_for_status(jobs, job_id, "failed", within=20)
+    assert failed["attempts"] == 3
+    assert failed["error"] == f"RuntimeError: {FAILURE}"
+    assert "Traceback" not in failed["error"]
+    assert "\n" not in failed["error"]
+    assert failed["started_at"] <= failed["finished_at"]
+    assert await saq_status(jobs, job_id) == "failed"
+
+    starts = ATTEMPTS[str(job_id)]
+    assert len(starts) == 3
+    first_wait, second_wait = starts[1] - starts[0], starts[2] - starts[1]
+    # The PostgreSQL queue schedules in whole seconds (it truncates), so a wait can be up to 1 s short.
+    assert 0.5 <= first_wait < 1.5 + 2.0, starts
+    assert 2.0 <= second_wait < 3.0 + 2.0, starts
+    assert second_wait > first_wait, "the back-off grows"
+
+    assert (await jobs.read(job_id)).error == f"RuntimeError: {FAILURE}"
+
+
+async def test_a_task_with_one_attempt_is_not_retried(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker
+) -> None:
+    job_id = await jobs.submit("test_always_fails", JobSpec(timeout=30, retries=1), OWNER)
+
+    failed = await wait_for_status(jobs, job_id, "failed")
+
+    assert failed["attempts"] == 1
+    assert failed["error"] == f"RuntimeError: {FAILURE}"
+    assert len(ATTEMPTS[str(job_id)]) == 1
+
+
+async def test_an_attempt_that_outlives_its_timeout_is_stopped_and_fails(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker
+) -> None:
+    job_id = await jobs.submit("test_count_to", JobSpec(timeout=1, retries=1), OWNER, total=5, step=10)
+
+    failed = await wait_for_status(jobs, job_id, "failed", within=10)
+
+    assert failed["attempts"] == 1
+    assert failed["processed"] == 1, "the attempt was stopped during its first step"
+    assert failed["error"] == "TimeoutError"
+
+
+async def test_many_jobs_each_complete_once(backend: str, jobs: Jobs, running_worker: InProcessWorker) -> None:
+    job_ids = [await jobs.submit("test_noop", QUICK, OWNER) for _ in range(20)]
+
+    for job_id in job_ids:
+        done = await wait_for_status(jobs, job_id, "complete")
+        assert done["attempts"] == 1
+        assert len(ATTEMPTS[str(job_id)]) == 1
+
+
+async def test_the_error_of_a_multi_line_message_still_names_the_exception(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker
+) -> None:
+    message = "the upload could not be parsed\nline 7: unexpected quote"
+    job_id = await jobs.submit("test_always_fails", JobSpec(timeout=30, retries=1), OWNER, message=message)
+
+    failed = await wait_for_status(jobs, job_id, "failed")
+
+    assert "\n" not in failed["error"]
+    assert failed["error"].startswith("RuntimeError: the upload could not be parsed"), failed["error"]
