@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Any
 
 import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram, start_http_server
-from saq import Job, Queue, Worker
+from saq import Queue, Worker
 from saq.job import CronJob, Status
-from saq.queue.postgres import PostgresQueue
-from saq.queue.redis import RedisQueue
 from saq.types import PartialTimersDict
 from saq.utils import now
 
@@ -57,10 +56,15 @@ JOB_DURATIONS = Histogram(
 
 
 def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
-    """The queue on Redis (REDIS_URL) or on the app's PostgreSQL; `pool_size` bounds its connections."""
+    """The queue on Redis (REDIS_URL) or on the app's PostgreSQL; `pool_size` bounds its connections.
+    Only the backend in use is imported: the other's client library would cost every process ~12 MB."""
     if settings.redis_url:
-        return SweptRedisQueue.from_url(settings.redis_url, name=QUEUE_NAME)
-    return SweptPostgresQueue.from_url(
+        from saq.queue.redis import RedisQueue  # noqa: PLC0415
+
+        return _recording_sweeps(RedisQueue).from_url(settings.redis_url, name=QUEUE_NAME)
+    from saq.queue.postgres import PostgresQueue  # noqa: PLC0415
+
+    return _recording_sweeps(PostgresQueue).from_url(
         settings.asyncpg_database_url or "", name=QUEUE_NAME, min_size=1, max_size=max(pool_size, 2)
     )
 
@@ -74,23 +78,17 @@ class RecordsSweptJobs(Queue):
         swept = await super().sweep(lock, abort)  # type: ignore[safe-super]  # a mixin: the concrete queue's sweep
         if self.job_store is not None:
             for job_id in swept:
-                job = await self._job_by_id(job_id)
+                job = await self.job(job_id.rsplit(":", 1)[-1])
                 tracked = tracked_id_of(job) if job is not None else None
                 if job is not None and tracked is not None:
                     status = "queued" if job.status == Status.QUEUED else "failed"
                     await self.job_store.ended(tracked, status, "The worker running this job stopped.")
         return swept
 
-    async def _job_by_id(self, job_id: str) -> Job | None:
-        return await self.job(job_id.rsplit(":", 1)[-1])
 
-
-class SweptRedisQueue(RecordsSweptJobs, RedisQueue):
-    pass
-
-
-class SweptPostgresQueue(RecordsSweptJobs, PostgresQueue):
-    pass
+@cache
+def _recording_sweeps(backend: type[Queue]) -> type[Queue]:
+    return type(f"Recording{backend.__name__}", (RecordsSweptJobs, backend), {})
 
 
 def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
