@@ -62,17 +62,46 @@ class JobStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._to_create: list[tuple[UUID, str, str, asyncio.Future[None]]] = []
+        self._creating: asyncio.Task[None] | None = None
 
     async def create(self, kind: str, owner: str) -> UUID:
+        """Insert a queued job's row. Rows asked for while an insert is under way go in together in the next
+        one, as a group commit: a lone job waits for nothing, a burst costs a round trip per batch."""
         job_id = uuid7()
-        await self.pool.execute(
-            "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, created_at, updated_at)"
-            " VALUES ($1, $2, $3, 'queued', 0, 0, 0, now(), now())",
-            job_id,
-            kind,
-            owner,
-        )
+        created = asyncio.get_running_loop().create_future()
+        self._to_create.append((job_id, kind, owner, created))
+        if self._creating is None or self._creating.done():
+            self._creating = asyncio.create_task(self._create_pending())
+        await created
         return job_id
+
+    async def _create_pending(self) -> None:
+        while self._to_create:
+            # A caller cancelled before its turn (its request went away) gets no row to leave behind.
+            batch = [row for row in self._to_create if not row[3].cancelled()]
+            self._to_create = []
+            try:
+                await self.pool.execute(
+                    "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, created_at, updated_at)"
+                    " SELECT id, kind, owner, 'queued', 0, 0, 0, now(), now()"
+                    " FROM unnest($1::uuid[], $2::varchar[], $3::varchar[]) AS t (id, kind, owner)",
+                    [job_id for job_id, _, _, _ in batch],
+                    [kind for _, kind, _, _ in batch],
+                    [owner for _, _, owner, _ in batch],
+                )
+            except asyncio.CancelledError:  # the loop is closing: nobody is left to insert for the waiting callers
+                for *_, created in batch + self._to_create:
+                    created.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever failed, each caller gets it as its own
+                for *_, created in batch:
+                    if not created.done():
+                        created.set_exception(exc)
+            else:
+                for *_, created in batch:
+                    if not created.done():
+                        created.set_result(None)
 
     async def get(self, job_id: UUID) -> asyncpg.Record:
         record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE id = $1", job_id)  # noqa: S608
