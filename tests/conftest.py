@@ -25,6 +25,7 @@ from accounts.app import create_app
 from accounts.auth.credentials import new_api_key, secret_hash
 from accounts.config import Settings
 from accounts.db import sqlalchemy_config, start_embedded
+from tests.otlp import OtlpReceiver
 from tests.server import serving
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -167,3 +168,17 @@ async def insert_api_key(database_url: str, scopes: list[str]) -> str:
 async def service_key(database_url: str) -> str:
     """An API key with `users:read` and `users:write`: the caller for tests of user management."""
     return await insert_api_key(database_url, ["users:read", "users:write"])
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A running OTLP/HTTP receiver: point OTEL_EXPORTER_OTLP_ENDPOINT at `receiver.endpoint`."""
+    with OtlpReceiver().running() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def no_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OTEL_* variable of the shell running the tests: only those a test sets."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)

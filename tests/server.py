@@ -24,9 +24,9 @@ def free_port() -> int:
     return port
 
 
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
-    """Run `accounts serve` until the block ends, then SIGTERM it and check it stopped cleanly."""
+def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `accounts serve` (output to `log`) and wait until it is live; returns the process and its base URL.
+    The caller stops it."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environment |= {"HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", **env}
@@ -35,17 +35,25 @@ def serving(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
             [sys.executable, "-m", "accounts", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT
         )
     base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.terminate()  # SIGTERM: granian stops its workers too
+            process.wait(timeout=30)
+            raise AssertionError(log.read_text())
+        try:
+            if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
+                return process, base_url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+@contextmanager
+def serving(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
+    """Run `accounts serve` until the block ends, then SIGTERM it and check it stopped cleanly."""
+    process, base_url = start_server(env, log)
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
         with httpx.Client(base_url=base_url, timeout=10) as client:
             yield client
     finally:

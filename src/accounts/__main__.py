@@ -6,11 +6,13 @@ import os
 import sys
 
 from accounts.config import ConfigError, Settings
+from accounts.tracing import tracing_requested
 
 
 def main() -> None:
     try:
         settings = Settings.from_env()
+        tracing_requested(os.environ)  # an OTEL_* value this service cannot export with stops here, not in each worker
     except ConfigError as exc:
         sys.exit(f"accounts: invalid configuration: {exc}")
     if settings.database_url is None:

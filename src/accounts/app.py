@@ -31,6 +31,7 @@ from accounts.media import NegotiatedResponse
 from accounts.openapi import finish_document, openapi_config
 from accounts.system.controllers import HealthController, MetricsController
 from accounts.system.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
+from accounts.tracing import start_tracing
 from accounts.users.controllers import UserController
 from accounts.users.services import UserStore
 from accounts.worker import make_queue, worker_in_process
@@ -49,30 +50,39 @@ def provide_jobs(state: State) -> Jobs:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application; `settings` defaults to those read from the environment."""
     settings = Settings.from_env() if settings is None else settings
-    configure_logging(settings)
+    tracing = start_tracing()  # None unless the OTEL_* variables switch it on
+    configure_logging(settings, trace_ids=tracing is not None)
     database = sqlalchemy_config(settings)
     tokens = AccessTokens(SigningKeys.from_settings(settings), settings)
-    credentials = CredentialCache(database.get_engine(), settings.asyncpg_database_url or "")
+    credentials = CredentialCache(database.get_engine(), settings.asyncpg_direct_url or "")
     metrics = RequestMetrics(Path(settings.metrics_dir) if settings.metrics_dir else None)
 
     @asynccontextmanager
     async def connections(app: Litestar) -> AsyncIterator[None]:
-        """The asyncpg pool of the hot paths, and the credential cache's notification connection."""
-        pool = await asyncpg.create_pool(
-            settings.asyncpg_database_url,
-            min_size=0,  # connect on first use: the process starts, and is live, while the database is down
-            max_size=settings.database_pool_size,
-            timeout=settings.database_connect_timeout,
-        )
-        app.state.user_store = UserStore(pool, credentials)
+        """The asyncpg pools of the hot paths (the primary's and each replica's), and the credential cache's
+        notification connection."""
+        pool, *replicas = [
+            await asyncpg.create_pool(
+                url,
+                min_size=0,  # connect on first use: the process starts, and is live, while the database is down
+                max_size=settings.database_pool_size,
+                timeout=settings.database_connect_timeout,
+                statement_cache_size=settings.statement_cache_size,
+            )
+            for url in (settings.asyncpg_database_url, *settings.asyncpg_replica_urls)
+        ]
+        app.state.user_store = UserStore(pool, credentials, replicas)
         app.state.idempotency_keys = IdempotencyKeys(pool, settings.idempotency_key_ttl)
         queue = make_queue(settings)
+        if tracing is not None:
+            tracing.carry_context(queue)
         app.state.jobs = Jobs(JobStore(pool), queue)
         await credentials.start()
         app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
         app.state.metrics = metrics
         metrics.pools = {
             "asyncpg": asyncpg_pool_use(pool),
+            **{f"asyncpg-replica-{n}": asyncpg_pool_use(replica) for n, replica in enumerate(replicas, start=1)},
             "sqlalchemy": sqlalchemy_pool_use(
                 database.get_engine(), settings.database_pool_size + settings.database_max_overflow
             ),
@@ -81,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             async with AsyncExitStack() as optional:
                 if settings.worker_in_process:
-                    await optional.enter_async_context(worker_in_process(settings))
+                    await optional.enter_async_context(worker_in_process(settings, tracing))
                 yield
         finally:
             publishing.cancel()
@@ -89,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             with suppress(Exception):  # a queue that is down (Redis refuses) must not stop the rest of shutdown
                 await queue.disconnect()
             await credentials.stop()
-            await pool.close()
+            await asyncio.gather(*(each.close() for each in (pool, *replicas)))
 
     app = Litestar(
         route_handlers=[
@@ -103,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
         lifespan=[connections],
+        on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
         middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"])],
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
@@ -120,4 +131,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     finish_document(app)
     # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics=metrics, log_requests=settings.access_log)
+    if tracing is not None:  # outermost, so the request's log lines are written inside its span
+        app.asgi_handler = tracing.server_spans(app.asgi_handler)
     return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import click
 from litestar.plugins import CLIPluginProtocol
@@ -20,14 +22,13 @@ def migrate_if_asked(settings: Settings) -> None:
         AlembicCommands(sqlalchemy_config(settings)).upgrade()
 
 
-def share_metrics_between_workers(settings: Settings) -> None:
+def share_metrics_between_workers(settings: Settings) -> Path:
     """Give the workers one folder for their metrics snapshots (METRICS_DIR, else a temporary one), emptied
-    of a previous run's, so `/metrics` adds up this server's workers and no others."""
+    of a previous run's, so `/metrics` adds up this server's workers and no others; returns the folder."""
     import atexit  # noqa: PLC0415
     import os  # noqa: PLC0415
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     if settings.metrics_dir is None:
         directory = Path(tempfile.mkdtemp(prefix="accounts-metrics-"))
@@ -38,6 +39,21 @@ def share_metrics_between_workers(settings: Settings) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.snapshot"):
         stale.unlink(missing_ok=True)
+    return directory
+
+
+def start_on_a_current_database(settings: Settings) -> None:
+    """Stop with one line, before any worker starts, if the database does not answer or its schema is behind
+    this release; with MIGRATE_ON_START, the pending migrations are applied first."""
+    from accounts.system.lifecycle import DatabaseNotReady, check_database, schema_revisions  # noqa: PLC0415
+
+    try:
+        if settings.migrate_on_start:
+            schema_revisions(settings)  # an unreachable database stops here, not in a traceback from Alembic
+            migrate_if_asked(settings)
+        check_database(settings)
+    except DatabaseNotReady as exc:
+        sys.exit(f"accounts: {exc}")  # one line on stderr, status 1: not click's boxed error, which wraps it
 
 
 @click.command(name="serve", help="Serve the API with granian on uvloop (WEB_CONCURRENCY workers).")
@@ -48,6 +64,7 @@ def serve_command() -> None:
 
     from accounts.auth.keys import SigningKeys  # noqa: PLC0415
     from accounts.logging import GRANIAN_LOG_CONFIG, configure_logging  # noqa: PLC0415
+    from accounts.system.lifecycle import drain_on_sigterm  # noqa: PLC0415
 
     settings = Settings.from_env()
     try:
@@ -55,9 +72,9 @@ def serve_command() -> None:
     except ConfigError as exc:
         raise click.ClickException(f"invalid configuration: {exc}") from None
     configure_logging(settings)
-    migrate_if_asked(settings)
-    share_metrics_between_workers(settings)
-    Granian(
+    start_on_a_current_database(settings)
+    shared_dir = share_metrics_between_workers(settings)
+    server = Granian(
         "accounts.app:create_app",
         factory=True,
         address=settings.host,
@@ -70,7 +87,9 @@ def serve_command() -> None:
         log_dictconfig=GRANIAN_LOG_CONFIG,
         workers_kill_timeout=settings.shutdown_timeout,
         respawn_failed_workers=True,
-    ).serve()
+    )
+    drain_on_sigterm(server, shared_dir, settings.shutdown_drain_seconds)
+    server.serve()
 
 
 @click.command(name="worker", help="Run a job worker (SAQ): e-mail, imports and exports, scheduled clean-ups.")
@@ -86,7 +105,7 @@ def worker_command(concurrency: int | None) -> None:
     settings = Settings.from_env()
     if concurrency is not None:
         settings = msgspec.structs.replace(settings, worker_concurrency=concurrency)
-    migrate_if_asked(settings)
+    start_on_a_current_database(settings)
     try:
         main(settings)
     except (OSError, asyncpg.PostgresError, PoolTimeout, RedisError) as exc:  # cannot reach the database or queue

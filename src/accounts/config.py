@@ -26,6 +26,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     database_url: str | None = None
     """PostgreSQL URL; unset means the embedded PostgreSQL in `data_dir`."""
+    database_replica_urls: str = ""
+    """Comma-separated URLs of read replicas of `database_url`: user reads go to them in turn (empty: none)."""
+    database_pgbouncer: bool = False
+    """The database URLs lead to PgBouncer in transaction pooling mode: no prepared statement outlives a query."""
+    database_direct_url: str | None = None
+    """URL of the primary bypassing PgBouncer, for LISTEN/NOTIFY and the job queue's locks (default: `database_url`)."""
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=200)] = 5
     database_pool_timeout: Annotated[int, msgspec.Meta(ge=1, le=300)] = 10
@@ -42,8 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
     ready_timeout: Annotated[float, msgspec.Meta(gt=0, le=30)] = 1.0
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
+    shutdown_drain_seconds: Annotated[int, msgspec.Meta(ge=0, le=300)] = 0
+    """Seconds `accounts serve` keeps serving after SIGTERM, with `/health/ready` answering 503, so load balancers
+    stop sending requests before the listener closes; in-flight requests then get `shutdown_timeout` to finish."""
     metrics_dir: str | None = None
-    """Folder the API workers share their metrics through; `accounts serve` makes a temporary one if unset."""
+    """Folder the API workers of one server share their metrics and draining mark through (one per server, never
+    a volume shared between pods); `accounts serve` makes a temporary one if unset."""
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9102
     """Port of a job worker's own `/metrics` (0: none)."""
     jwt_issuer: str = "accounts"
@@ -103,6 +113,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(_describe(exc, raw)) from None
         if settings.database_url is not None and not settings.database_url.startswith(_POSTGRES_SCHEMES):
             raise ConfigError("DATABASE_URL: expected a PostgreSQL URL (postgresql://user:password@host:port/database)")
+        if not all(url.startswith(_POSTGRES_SCHEMES) for url in _split(settings.database_replica_urls)):
+            raise ConfigError("DATABASE_REPLICA_URLS: expected comma-separated PostgreSQL URLs (postgresql://...)")
+        if _split(settings.database_replica_urls) and settings.database_url is None:
+            raise ConfigError("DATABASE_REPLICA_URLS: needs DATABASE_URL (the embedded database has no replicas)")
+        if settings.database_direct_url is not None and not settings.database_direct_url.startswith(_POSTGRES_SCHEMES):
+            raise ConfigError("DATABASE_DIRECT_URL: expected a PostgreSQL URL (postgresql://user:password@host/db)")
+        if settings.database_pgbouncer and settings.database_direct_url is None:
+            raise ConfigError("DATABASE_DIRECT_URL: required with DATABASE_PGBOUNCER (LISTEN needs its own session)")
         if settings.redis_url is not None and not settings.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("REDIS_URL: expected a Redis URL (redis://host:port/db, rediss:// or unix://)")
         return settings
@@ -124,8 +142,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return f"postgresql://{rest}"
 
     @property
+    def asyncpg_replica_urls(self) -> list[str]:
+        """`database_replica_urls` as asyncpg's `connect()` takes them."""
+        return [f"postgresql://{url.split('://', 1)[1]}" for url in _split(self.database_replica_urls)]
+
+    @property
+    def asyncpg_direct_url(self) -> str | None:
+        """`database_direct_url` (else `database_url`) as asyncpg's `connect()` takes it."""
+        url = self.database_direct_url or self.database_url
+        return None if url is None else f"postgresql://{url.split('://', 1)[1]}"
+
+    @property
+    def statement_cache_size(self) -> int:
+        """Prepared statements asyncpg keeps per connection (its default, 100); none behind PgBouncer, where
+        the next transaction may run on a server connection that never saw them."""
+        return 0 if self.database_pgbouncer else 100
+
+    @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve()
+
+
+def _split(urls: str) -> list[str]:
+    return [url.strip() for url in urls.split(",") if url.strip()]
 
 
 def _describe(exc: msgspec.ValidationError, raw: Mapping[str, str]) -> str:

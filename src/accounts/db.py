@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from advanced_alchemy.base import UUIDv7AuditBase
+from advanced_alchemy.config.routing import ReplicaConfig, RoutingConfig
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AsyncSessionConfig,
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from advanced_alchemy.routing import RoutingAsyncSession
 
 from accounts.config import Settings
 
@@ -21,6 +23,15 @@ MIGRATIONS_PATH = Path(__file__).resolve().parents[2] / "migrations"
 
 Base = UUIDv7AuditBase
 """Every table has a UUIDv7 `id`, `created_at` and `updated_at` (UTC)."""
+
+PRIMARY = "primary"
+"""The routing group of the primary: `statement.execution_options(bind_group=PRIMARY)` keeps a read that a
+write depends on off the replicas (writes, and reads after a write in the session, go there anyway)."""
+REPLICAS = "replicas"
+
+# advanced-alchemy 1.12's routing session sets `self.bind = None` before AsyncSession.__init__, which SQLAlchemy 2.1
+# made a property needing the proxied session: give it back the plain attribute (None: get_bind() routes each query).
+RoutingAsyncSession.bind = None
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # noqa: ARG001
@@ -34,15 +45,28 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     if url is None:
         msg = "DATABASE_URL is not set; start the embedded database first (accounts.db.start_embedded)"
         raise RuntimeError(msg)
+    connect_args: dict[str, object] = {"timeout": settings.database_connect_timeout}
+    if settings.database_pgbouncer:  # no cache, SQLAlchemy's or asyncpg's: then asyncpg prepares unnamed statements
+        connect_args |= {"prepared_statement_cache_size": 0, "statement_cache_size": 0}
+    routing = None
+    if settings.asyncpg_replica_urls:
+        # Sessions read from the replicas in turn; writes, and every read after a write until commit, go to PRIMARY.
+        replicas: list[str | ReplicaConfig] = [
+            f"postgresql+asyncpg://{replica.removeprefix('postgresql://')}" for replica in settings.asyncpg_replica_urls
+        ]
+        routing = RoutingConfig(
+            engines={PRIMARY: [url], REPLICAS: replicas}, default_group=PRIMARY, read_group=REPLICAS
+        )
     return SQLAlchemyAsyncConfig(
-        connection_string=url,
+        connection_string=None if routing else url,
+        routing_config=routing,
         engine_config=EngineConfig(
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout,
             pool_pre_ping=False,
             pool_recycle=1800,
-            connect_args={"timeout": settings.database_connect_timeout},
+            connect_args=connect_args,
         ),
         session_config=AsyncSessionConfig(expire_on_commit=False),
         before_send_handler="autocommit",

@@ -34,6 +34,21 @@ def _add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _trace_ids() -> structlog.typing.Processor:
+    """A processor adding the current span's `trace_id` and `span_id`; installed only when tracing is on,
+    so a process that does not trace imports no OpenTelemetry."""
+    from opentelemetry.trace import get_current_span  # noqa: PLC0415
+
+    def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        current = get_current_span().get_span_context()
+        if current.is_valid:
+            event.setdefault("trace_id", format(current.trace_id, "032x"))
+            event.setdefault("span_id", format(current.span_id, "016x"))
+        return event
+
+    return add_trace_ids
+
+
 def _json_bytes(event: dict[str, Any], **_: Any) -> bytes:
     return _json_encoder.encode(event)
 
@@ -50,8 +65,9 @@ GRANIAN_LOG_CONFIG: dict[str, Any] = {
 """Lets granian's own records reach the root handler that `configure_logging` installs."""
 
 
-def configure_logging(settings: Settings) -> None:
-    """Send structlog and standard-library records (Litestar, SQLAlchemy, granian) to stdout as one format."""
+def configure_logging(settings: Settings, *, trace_ids: bool = False) -> None:
+    """Send structlog and standard-library records (Litestar, SQLAlchemy, granian) to stdout as one format;
+    with `trace_ids` (tracing on), each line made inside a span carries its trace and span ids."""
     as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stdout.isatty())
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -59,6 +75,8 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if trace_ids:
+        shared.insert(2, _trace_ids())
     if as_json:
         shared.append(structlog.processors.format_exc_info)
         render_bytes: structlog.typing.Processor = structlog.processors.JSONRenderer(serializer=_json_bytes)

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
@@ -28,7 +28,11 @@ from accounts.config import Settings
 from accounts.jobs.services import AttemptLog, JobStore, WorkerContext, tracked_id, tracked_id_of
 from accounts.logging import configure_logging
 from accounts.system.jobs import purge_expired
+from accounts.tracing import start_tracing
 from accounts.users.jobs import export_users, import_users
+
+if TYPE_CHECKING:
+    from accounts.tracing.spans import Tracing
 
 QUEUE_NAME = "accounts"
 
@@ -64,8 +68,9 @@ def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
         return _recording_sweeps(RedisQueue).from_url(settings.redis_url, name=QUEUE_NAME)
     from saq.queue.postgres import PostgresQueue  # noqa: PLC0415
 
+    # LISTEN/NOTIFY and advisory locks need a session of their own: never through PgBouncer.
     return _recording_sweeps(PostgresQueue).from_url(
-        settings.asyncpg_database_url or "", name=QUEUE_NAME, min_size=1, max_size=max(pool_size, 2)
+        settings.asyncpg_direct_url or "", name=QUEUE_NAME, min_size=1, max_size=max(pool_size, 2)
     )
 
 
@@ -91,12 +96,18 @@ def _recording_sweeps(backend: type[Queue]) -> type[Queue]:
     return type(f"Recording{backend.__name__}", (RecordsSweptJobs, backend), {})
 
 
-def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
+def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None) -> Worker[WorkerContext]:
+    """The worker on `queue`; with `tracing`, each attempt runs in a span and jobs it enqueues carry the trace."""
     recording: set[asyncio.Task[None]] = set()
+    if tracing is not None:
+        tracing.carry_context(queue)
 
     async def startup(ctx: WorkerContext) -> None:
         pool = await asyncpg.create_pool(
-            settings.asyncpg_database_url, min_size=1, max_size=settings.worker_concurrency + 1
+            settings.asyncpg_database_url,
+            min_size=1,
+            max_size=settings.worker_concurrency + 1,
+            statement_cache_size=settings.statement_cache_size,
         )
         ctx["settings"] = settings
         ctx["pool"] = pool
@@ -114,6 +125,8 @@ def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
             await pool.close()
 
     async def before_process(ctx: WorkerContext) -> None:
+        if tracing is not None:
+            tracing.start_job_span(ctx)
         job = ctx["job"]
         structlog.contextvars.bind_contextvars(job_id=job.key, task=job.function, attempt=job.attempts)
         if (job_id := tracked_id(ctx)) is not None:
@@ -132,6 +145,8 @@ def make_worker(settings: Settings, queue: Queue) -> Worker[WorkerContext]:
                 log.warning("job attempt failed", status=job.status.value, error=error)
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "task", "attempt")
+            if tracing is not None:  # last, so the lines above carry the attempt's trace id
+                tracing.end_job_span(ctx)
 
     return Worker(
         queue,
@@ -164,11 +179,11 @@ def _summary(exception: BaseException | None, error: str | None) -> str | None:
 
 
 @asynccontextmanager
-async def worker_in_process(settings: Settings) -> AsyncIterator[None]:
+async def worker_in_process(settings: Settings, tracing: Tracing | None = None) -> AsyncIterator[None]:
     """A worker inside an API process, for development (WORKER_IN_PROCESS), stopped when the block ends."""
     queue = make_queue(settings, pool_size=settings.worker_concurrency + 2)
     await queue.connect()
-    worker = make_worker(settings, queue)
+    worker = make_worker(settings, queue, tracing)
     worker.SIGNALS = []  # the server owns SIGTERM and SIGINT
     running = asyncio.create_task(worker.start())
     try:
@@ -181,15 +196,18 @@ async def worker_in_process(settings: Settings) -> AsyncIterator[None]:
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker until SIGTERM or SIGINT; its metrics on WORKER_METRICS_PORT (`/metrics`)."""
-    configure_logging(settings)
+    tracing = start_tracing()  # None unless the OTEL_* variables switch it on
+    configure_logging(settings, trace_ids=tracing is not None)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.host)
     queue = make_queue(settings, pool_size=settings.worker_concurrency + 2)
     await queue.connect()
     try:
-        await make_worker(settings, queue).start()
+        await make_worker(settings, queue, tracing).start()
     finally:
         await queue.disconnect()
+        if tracing is not None:
+            await tracing.shutdown()
 
 
 def main(settings: Settings) -> None:

@@ -47,6 +47,7 @@ async def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.max_request_body_bytes == 1 << 20
     assert settings.ready_timeout == 1.0
     assert settings.shutdown_timeout == 30
+    assert settings.shutdown_drain_seconds == 0  # `make run` and `docker compose stop` stop at once
 
 
 async def test_variables_that_are_not_settings_are_ignored() -> None:
@@ -192,6 +193,8 @@ async def test_postgresql_urls_are_accepted(url: str) -> None:
         ("READY_TIMEOUT", "soon"),
         ("SHUTDOWN_TIMEOUT", "0"),
         ("SHUTDOWN_TIMEOUT", "601"),
+        ("SHUTDOWN_DRAIN_SECONDS", "-1"),
+        ("SHUTDOWN_DRAIN_SECONDS", "301"),
     ],
 )
 async def test_a_bad_value_is_a_one_line_error_naming_the_variable(variable: str, raw: str) -> None:
@@ -271,3 +274,51 @@ async def test_serve_with_a_bad_variable_exits_with_one_line_naming_it(tmp_path:
 @pytest.mark.parametrize("level", ["debug", "Info", "warning"])
 def test_log_level_is_read_in_any_case(level: str) -> None:
     assert Settings.from_env({"LOG_LEVEL": level}).log_level == level.upper()
+
+
+# --- read replicas and PgBouncer ----------------------------------------------------------------
+
+
+async def test_replica_urls_are_split_and_given_to_asyncpg_without_a_driver() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://app@primary/accounts",
+            "DATABASE_REPLICA_URLS": " postgresql+asyncpg://app@replica1/accounts ,postgres://app@replica2/accounts,",
+        }
+    )
+    assert settings.asyncpg_replica_urls == ["postgresql://app@replica1/accounts", "postgresql://app@replica2/accounts"]
+    assert Settings.from_env({}).asyncpg_replica_urls == []
+
+
+@pytest.mark.parametrize("urls", ["mysql://x", "postgresql://app@replica/accounts,redis://cache"])
+async def test_a_replica_url_that_is_not_postgresql_is_an_error(urls: str) -> None:
+    message = config_error({"DATABASE_URL": "postgresql://app@primary/accounts", "DATABASE_REPLICA_URLS": urls})
+    assert message.startswith("DATABASE_REPLICA_URLS:"), message
+
+
+async def test_replicas_need_a_database_url() -> None:
+    message = config_error({"DATABASE_REPLICA_URLS": "postgresql://app@replica/accounts"})
+    assert message.startswith("DATABASE_REPLICA_URLS:"), message
+
+
+async def test_the_direct_url_defaults_to_the_database_url() -> None:
+    assert Settings.from_env({"DATABASE_URL": "postgres://app@db/accounts"}).asyncpg_direct_url == (
+        "postgresql://app@db/accounts"
+    )
+    direct = {
+        "DATABASE_URL": "postgresql://app@bouncer/accounts",
+        "DATABASE_DIRECT_URL": "postgresql://app@db/accounts",
+    }
+    assert Settings.from_env(direct).asyncpg_direct_url == "postgresql://app@db/accounts"
+
+
+async def test_pgbouncer_drops_the_statement_cache_and_needs_a_direct_url() -> None:
+    pooled = {"DATABASE_URL": "postgresql://app@bouncer/accounts", "DATABASE_PGBOUNCER": "true"}
+    assert config_error(pooled).startswith("DATABASE_DIRECT_URL:")
+    settings = Settings.from_env({**pooled, "DATABASE_DIRECT_URL": "postgresql://app@db/accounts"})
+    assert settings.statement_cache_size == 0
+    assert Settings.from_env({}).statement_cache_size == 100
+
+
+async def test_a_direct_url_that_is_not_postgresql_is_an_error() -> None:
+    assert config_error({"DATABASE_DIRECT_URL": "redis://cache"}).startswith("DATABASE_DIRECT_URL:")

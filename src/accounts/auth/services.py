@@ -21,6 +21,7 @@ from accounts.auth.passwords import hash_password, needs_rehash, verify_password
 from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
+from accounts.db import PRIMARY
 from accounts.errors import AuthenticationFailed, InvalidEmailToken, TooManyAttempts
 from accounts.users.models import User
 
@@ -107,9 +108,10 @@ class ApiKeyService(SQLAlchemyAsyncRepositoryService[ApiKey]):
         return await self.create(values), key
 
     async def revoke_key(self, key_id: UUID) -> ApiKey:
-        key = await self.get(key_id)
+        # On the primary: a key created a moment ago may not be on a replica yet.
+        key = await self.get(key_id, bind_group=PRIMARY)
         if key.revoked_at is None:
-            key = await self.update({"revoked_at": datetime.now(UTC)}, item_id=key_id)
+            key = await self.update({"revoked_at": datetime.now(UTC)}, item_id=key_id, bind_group=PRIMARY)
         return key
 
 
@@ -129,9 +131,12 @@ class AuthService:
 
     async def login(self, identifier: str, password: str, address: str) -> TokenPair:
         """Tokens for the user named by e-mail or username, if the password is right and no limit is hit."""
+        # On the primary: a user who has just signed up (or changed password) logs in at once.
         user = (
             await self.session.execute(
-                select(User).where(or_(User.email == identifier.lower(), User.username == identifier))
+                select(User)
+                .where(or_(User.email == identifier.lower(), User.username == identifier))
+                .execution_options(bind_group=PRIMARY)
             )
         ).scalar_one_or_none()
         # One counter per account whichever name it is logged in with; unknown names count by name.
@@ -175,7 +180,9 @@ class AuthService:
         """Set a new password if `current` is right; wrong guesses count against the account's login limit."""
         counters = {f"account:{user_id}": self.settings.login_max_failures_per_account}
         await self._check_limits(counters)
-        user = await self.session.get(User, user_id)
+        user = (
+            await self.session.execute(select(User).where(User.id == user_id).execution_options(bind_group=PRIMARY))
+        ).scalar_one_or_none()
         await self.session.commit()  # hand the connection back while argon2 runs
         if user is None or not await verify_password(user.hashed_password, current):
             await self._count_failure(counters)
@@ -187,7 +194,9 @@ class AuthService:
         """Raise TooManyAttempts if a counter is over its limit; returns the keys that have failures."""
         now = datetime.now(UTC)
         window = timedelta(seconds=self.settings.login_failure_window)
-        rows = (await self.session.execute(select(LoginFailure).where(LoginFailure.key.in_(counters)))).scalars().all()
+        # On the primary: a replica a few failures behind would let a guesser past the limit.
+        failing = select(LoginFailure).where(LoginFailure.key.in_(counters)).execution_options(bind_group=PRIMARY)
+        rows = (await self.session.execute(failing)).scalars().all()
         for row in rows:
             ends = row.window_started_at + window
             if row.failures >= counters[row.key] and ends > now:
@@ -242,7 +251,7 @@ _REQUEST_RESET = text(
     SELECT :outbox_id, 'password_reset', email, :subject, :body, expires_at, now(), now() FROM token
     RETURNING id
     """
-)
+).execution_options(bind_group=PRIMARY)  # it writes: never to a replica, though it reads like a query
 
 
 class AccountEmails:

@@ -20,6 +20,7 @@ from accounts.config import Settings
 from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
 from accounts.jobs.services import Jobs
 from accounts.media import PreEncoded
+from accounts.system.lifecycle import is_draining
 from accounts.system.metrics import registry_for
 from accounts.system.schemas import Health
 
@@ -48,6 +49,10 @@ class HealthController(Controller):
         responses=problem_responses(503),
     )
     async def ready(self, db_engine: NamedDependency[AsyncEngine], settings: NamedDependency[Settings]) -> Health:
+        if is_draining(settings):
+            raise ServiceUnavailableException(
+                detail="The server is shutting down.", headers={"Retry-After": RETRY_AFTER_SECONDS}
+            )
         try:
             async with asyncio.timeout(settings.ready_timeout), db_engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))

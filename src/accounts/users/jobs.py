@@ -74,7 +74,6 @@ async def _import(
     await run.report(processed=0, total=total)
     async with ctx["pool"].acquire() as connection:
         batches = UserImportBatches(connection, on_duplicate)
-        await batches.prepare()
         with source.open("rb") as file, report_path.open("wb") as report:
             valid: list[tuple[int, UserCreate]] = []
             errors: list[RowError] = []

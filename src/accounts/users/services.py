@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, NoReturn
 from uuid import UUID
 
@@ -55,6 +56,7 @@ class UserService(SQLAlchemyAsyncRepositoryService[User]):
 
 
 _COLUMNS = ", ".join(UserRead.__struct_fields__)
+_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
 _ORDER = {
     "created_at": "created_at, id",
     "-created_at": "created_at DESC, id DESC",
@@ -68,14 +70,22 @@ _ORDER = {
 class UserStore:
     """The hot paths (read a user, a page of users, update a user) straight on asyncpg: one round trip
     each, prepared statements, no ORM objects. `make bench` measured the ORM path at a third of the
-    throughput. Deletes are here too, as one conditional statement; creating stays on UserService."""
+    throughput. Deletes are here too, as one conditional statement; creating stays on UserService.
 
-    def __init__(self, pool: asyncpg.Pool, credentials: CredentialCache) -> None:
+    `get` and `page` read from the replicas in turn, when there are any, so they may lag the primary a
+    little; writes, and the reads that decide or answer a write, use the primary `pool`."""
+
+    def __init__(self, pool: asyncpg.Pool, credentials: CredentialCache, replicas: Sequence[asyncpg.Pool] = ()) -> None:
         self.pool = pool
         self.credentials = credentials
+        self._read_pools = itertools.cycle(replicas or [pool])
 
-    async def get(self, user_id: UUID) -> UserRead:
-        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)  # noqa: S608
+    async def get(self, user_id: UUID, *, primary: bool = False) -> UserRead:
+        """The user as a replica has it; `primary` when the answer must include the caller's last write."""
+        pool = self.pool if primary else next(self._read_pools)
+        record = await pool.fetchrow(_BY_ID, user_id)
+        if record is None and pool is not self.pool:  # a user created a moment ago may not have reached the replica
+            record = await self.pool.fetchrow(_BY_ID, user_id)
         if record is None:
             raise NotFoundError(detail=f"no user {user_id}")
         return UserRead(**record)
@@ -85,7 +95,7 @@ class UserStore:
         an empty update reads the user back."""
         changes = _normalise(schema_dump(data))
         if not changes:
-            user = await self.get(user_id)
+            user = await self.get(user_id, primary=True)
             if versions is not None and user.version not in versions:
                 raise PreconditionFailed
             return user
@@ -133,7 +143,7 @@ class UserStore:
         else:
             total = f"SELECT count(*) FROM users {where}"  # noqa: S608 - values go as $n parameters
         # One round trip: the total, joined to the page (a row of NULLs when the page is empty).
-        records = await self.pool.fetch(
+        records = await next(self._read_pools).fetch(
             f"SELECT ({total}) AS total, page.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ("  # noqa: S608
             f"SELECT {_COLUMNS} FROM users {where} ORDER BY {_ORDER[query.sort]} LIMIT $1 OFFSET $2"
             ") AS page ON true",
@@ -212,6 +222,13 @@ class ImportedBatch(msgspec.Struct, kw_only=True):
     errors: list[RowError]
 
 
+# Made in each batch's transaction: behind PgBouncer the next transaction may run on another server connection.
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS user_import (line int NOT NULL, id uuid NOT NULL, email text NOT NULL,"
+    " username text NOT NULL, full_name text, bio text, hashed_password text) ON COMMIT DELETE ROWS"
+)
+
+
 class UserImportBatches:
     """Writes an import's valid rows, a batch at a time, on one connection: each batch is COPYed into a
     temporary table and inserted (or merged) by one statement, in one transaction, so a batch is written
@@ -220,12 +237,6 @@ class UserImportBatches:
     def __init__(self, connection: asyncpg.Connection | PoolConnectionProxy, on_duplicate: OnDuplicate) -> None:
         self.connection = connection
         self.updates = on_duplicate == "update"
-
-    async def prepare(self) -> None:
-        await self.connection.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS user_import (line int NOT NULL, id uuid NOT NULL, email text NOT NULL,"
-            " username text NOT NULL, full_name text, bio text, hashed_password text) ON COMMIT DELETE ROWS"
-        )
 
     async def existing_emails(self, emails: list[str]) -> set[str]:
         """Which of these (lower-cased) e-mails belong to users already."""
@@ -244,6 +255,7 @@ class UserImportBatches:
             taken_check = (_TAKEN_NOW if last else _TAKEN_AFTER_RENAMES) if self.updates else _TAKEN_BY_OTHERS
             try:
                 async with self.connection.transaction():
+                    await self.connection.execute(_STAGING)
                     await self.connection.copy_records_to_table("user_import", records=records, columns=_STAGED_COLUMNS)
                     taken = await self.connection.fetch(taken_check)
                     updated = _row_count(await self.connection.execute(_UPDATE)) if self.updates else 0
