@@ -91,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str = "http://127.0.0.1:8000"
     """Where users reach the service (or its front end): the base of the links in e-mails."""
     email_verification_ttl: Annotated[int, msgspec.Meta(ge=300, le=2_592_000)] = 172_800
+    email_verification_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
+    """At most one verification e-mail per account within this many seconds (sign-up's, then resends)."""
     password_reset_ttl: Annotated[int, msgspec.Meta(ge=300, le=86_400)] = 3_600
     password_reset_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """At most one password-reset e-mail per account within this many seconds."""

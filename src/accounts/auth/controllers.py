@@ -189,6 +189,25 @@ class AuthController(Controller):
         await emails.verify_email(data.token)
 
     @post(
+        "/verify-email/resend",
+        operation_id="resendVerificationEmail",
+        summary="E-mail a new verification link to the calling user's address",
+        description="For a user whose address is not verified yet (409 once it is). At most one e-mail per "
+        "`EMAIL_VERIFICATION_INTERVAL` seconds, sign-up's included (429 with `Retry-After`); earlier links keep "
+        "working until they expire.",
+        status_code=202,
+        guards=[requires_user],
+        security=AUTHENTICATED,
+        responses=problem_responses(401, 403, 409, 429),
+    )
+    async def resend_verification_email(
+        self, emails: NamedDependency[AccountEmails], jobs: NamedDependency[Jobs], request: AuthenticatedRequest
+    ) -> ASGIResponse:
+        outbox_id = await emails.resend_verification(request.user.own_user_id)
+        # Enqueued after the response, hence after the commit: the worker always finds the message.
+        return ASGIResponse(status_code=202, background=BackgroundTask(enqueue_email, jobs, outbox_id))
+
+    @post(
         "/password-reset",
         opt=PUBLIC,
         operation_id="requestPasswordReset",

@@ -3,6 +3,7 @@ the failed-login limits."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -10,6 +11,7 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
+from litestar.exceptions import ClientException
 from sqlalchemy import case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -254,6 +256,12 @@ _REQUEST_RESET = text(
 ).execution_options(bind_group=PRIMARY)  # it writes: never to a replica, though it reads like a query
 
 
+class AlreadyVerified(ClientException):
+    """409: the address is verified already; there is nothing to resend."""
+
+    status_code = 409
+
+
 class AccountEmails:
     """The e-mails that prove an address or reset a password, and the single-use tokens they carry.
 
@@ -283,6 +291,26 @@ class AccountEmails:
         self.session.add_all([record, message])
         await self.session.flush()
         return message.id
+
+    async def resend_verification(self, user_id: UUID) -> UUID:
+        """Write a new verification e-mail for a user whose address is not verified yet, at most one per
+        EMAIL_VERIFICATION_INTERVAL; earlier links keep working until they expire. Returns the outbox id."""
+        # The user's row stays locked until the commit, so concurrent resends write one e-mail.
+        user = (
+            await self.session.execute(
+                select(User).where(User.id == user_id).with_for_update().execution_options(bind_group=PRIMARY)
+            )
+        ).scalar_one()
+        if user.email_verified_at is not None:
+            raise AlreadyVerified(detail="This address is verified already; there is nothing to resend.")
+        last_sent = await self.session.scalar(
+            select(func.max(EmailToken.created_at)).where(EmailToken.user_id == user_id, EmailToken.purpose == VERIFY)
+        )
+        if last_sent is not None:
+            wait = self.settings.email_verification_interval - (datetime.now(UTC) - last_sent).total_seconds()
+            if wait > 0:
+                raise TooManyAttempts("A verification e-mail was sent a moment ago; wait for it.", math.ceil(wait))
+        return await self.send_verification(user)
 
     async def send_password_reset(self, email: str) -> UUID | None:
         """Write a reset e-mail if an active account has `email` and it got none within PASSWORD_RESET_INTERVAL;

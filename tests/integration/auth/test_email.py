@@ -32,6 +32,7 @@ from accounts import worker
 from accounts.app import create_app
 from accounts.auth.jobs import send_email
 from accounts.config import Settings
+from tests.conftest import insert_api_key
 from tests.integration.auth.support import (
     AUTH,
     ME,
@@ -49,6 +50,7 @@ from tests.integration.auth.support import (
 from tests.problems import assert_problem
 
 VERIFY = f"{AUTH}/verify-email"
+RESEND = f"{AUTH}/verify-email/resend"
 RESET = f"{AUTH}/password-reset"
 CONFIRM = f"{AUTH}/password-reset/confirm"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -251,6 +253,84 @@ async def test_sign_up_sends_a_verification_email_whose_token_verifies_the_addre
     again = assert_problem(await mail_client.post(VERIFY, json={"token": token}), 400, field="token")
     assert again["type"] == "/problems/invalid-token"
     assert len(inbox.messages) == 1
+
+
+async def signed_up(client: Client) -> dict[str, str]:
+    """The headers of a new user's access token."""
+    user = await register(client)
+    account = Account(id=user["id"], username="grace", email="grace@example.com", password=SIGN_UP["password"])
+    return (await log_in(client, account)).headers
+
+
+async def verification_tokens(database_url: str) -> int:
+    (row,) = await sql(database_url, "SELECT count(*) AS n FROM email_tokens WHERE purpose = 'verify'")
+    return int(row["n"])
+
+
+async def age_verification_tokens(database_url: str, seconds: int) -> None:
+    """Make every verification e-mail so far `seconds` older, as if the interval had passed."""
+    await sql(
+        database_url,
+        "UPDATE email_tokens SET created_at = created_at - make_interval(secs => $1) WHERE purpose = 'verify'",
+        float(seconds),
+    )
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_a_resent_verification_email_carries_a_new_token_that_verifies_the_address(
+    mail_client: Client, inbox: Inbox, database_url: str
+) -> None:
+    headers = await signed_up(mail_client)
+    first = token_in(await inbox.wait_for("grace@example.com"))
+    await age_verification_tokens(database_url, 61)
+
+    resent = await mail_client.post(RESEND, headers=headers)
+    assert resent.status_code == 202, resent.text
+    second = token_in(await inbox.wait_for("grace@example.com", count=2))
+    assert second != first
+
+    verified = await mail_client.post(VERIFY, json={"token": second})
+    assert verified.status_code == 204, verified.text
+    verified_at = (await mail_client.get(ME, headers=headers)).json()["email_verified_at"]
+    assert verified_at is not None
+    # The first link still works until it expires (either may be the one read), and changes nothing more.
+    assert (await mail_client.post(VERIFY, json={"token": first})).status_code == 204
+    assert (await mail_client.get(ME, headers=headers)).json()["email_verified_at"] == verified_at
+
+    done = assert_problem(await mail_client.post(RESEND, headers=headers), 409)
+    assert "verified already" in done["detail"]
+    assert await verification_tokens(database_url) == 2
+    assert len(inbox.messages) == 2
+
+
+async def test_a_resend_within_the_interval_is_429_with_retry_after_and_writes_nothing(
+    mail_client: Client, database_url: str
+) -> None:
+    headers = await signed_up(mail_client)  # sign-up's e-mail counts: the interval starts there
+
+    refused = await mail_client.post(RESEND, headers=headers)
+    assert_problem(refused, 429)
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert await verification_tokens(database_url) == 1
+    assert [row["kind"] for row in await outbox(database_url)] == ["verify_email"]
+
+
+async def test_concurrent_resends_write_one_email(mail_client: Client, database_url: str) -> None:
+    headers = await signed_up(mail_client)
+    await age_verification_tokens(database_url, 61)
+
+    answers = await asyncio.gather(*(mail_client.post(RESEND, headers=headers) for _ in range(6)))
+
+    assert sorted(answer.status_code for answer in answers) == [202] + [429] * 5
+    assert await verification_tokens(database_url) == 2
+    assert [row["kind"] for row in await outbox(database_url)] == ["verify_email", "verify_email"]
+
+
+async def test_a_resend_needs_a_users_token(mail_client: Client, database_url: str) -> None:
+    assert_unauthenticated(await mail_client.post(RESEND), error=None)
+    key = await insert_api_key(database_url, ["users:read", "users:write"])
+    assert_problem(await mail_client.post(RESEND, headers={"X-API-Key": key}), 403)
+    assert await outbox(database_url) == []
 
 
 # --- password reset -----------------------------------------------------------------------------
