@@ -21,7 +21,7 @@ from accounts.auth.keys import SigningKeys
 from accounts.auth.tokens import AccessTokens
 from accounts.cli import AccountsCLIPlugin
 from accounts.config import Settings
-from accounts.db import sqlalchemy_config
+from accounts.db import request_transactions, sqlalchemy_config
 from accounts.errors import exception_handlers
 from accounts.idempotency import IdempotencyKeys
 from accounts.jobs.controllers import JobController
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
         middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"])],
         dependencies={
+            "db_session": request_transactions(database),
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "tokens": Provide(lambda: tokens, sync_to_thread=False, use_cache=True),
             "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),

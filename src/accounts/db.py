@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.config.routing import ReplicaConfig, RoutingConfig
@@ -16,6 +17,11 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from advanced_alchemy.routing import RoutingAsyncSession
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.types import Scope
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.config import Settings
 
@@ -24,6 +30,8 @@ MIGRATIONS_PATH = Path(__file__).resolve().parents[2] / "migrations"
 Base = UUIDv7AuditBase
 """Every table has a UUIDv7 `id`, `created_at` and `updated_at` (UTC)."""
 
+PLUGIN_SESSION = "plugin_session"
+"""The plugin's own session dependency, which never commits: handlers take `db_session` (request_transactions)."""
 PRIMARY = "primary"
 """The routing group of the primary: `statement.execution_options(bind_group=PRIMARY)` keeps a read that a
 write depends on off the replicas (writes, and reads after a write in the session, go there anyway)."""
@@ -37,6 +45,32 @@ RoutingAsyncSession.bind = None
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # noqa: ARG001
     """What Alembic's autogenerate compares: only tables this service's models own (SAQ keeps its own)."""
     return not (type_ == "table" and reflected and name not in Base.metadata.tables)
+
+
+def request_transactions(config: SQLAlchemyAsyncConfig) -> Provide:
+    """`db_session`, the request's session, and the one place a request's transaction ends: it commits when the
+    handler returns, before anything of the response is sent, so a 2xx is only ever sent for committed work. A
+    commit that fails raises, and the caller gets the error (503 or 500, `accounts.errors`) instead of the
+    handler's answer; a handler that raises leaves its work uncommitted (closing the session rolls it back)."""
+
+    async def db_session(state: State, scope: Scope) -> AsyncIterator[AsyncSession]:
+        session = config.provide_session(state, scope)
+        yield session  # Litestar runs the rest after the handler returns, before the response is sent
+        await session.commit()
+
+    return Provide(db_session)
+
+
+ServiceT = TypeVar("ServiceT", bound=SQLAlchemyAsyncRepositoryService[Any])
+
+
+def service_provider(service: type[ServiceT]) -> Provide:
+    """The dependency of an advanced-alchemy service on the request's session (and so in its transaction)."""
+
+    def provide(db_session: NamedDependency[AsyncSession]) -> ServiceT:
+        return service(session=db_session)
+
+    return Provide(provide, sync_to_thread=False)
 
 
 def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
@@ -69,7 +103,8 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             connect_args=connect_args,
         ),
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler="autocommit",
+        before_send_handler=None,  # only closes the session after the response; request_transactions commits
+        session_dependency_key=PLUGIN_SESSION,
         create_all=False,
         set_default_exception_handler=False,
         alembic_config=AlembicAsyncConfig(

@@ -7,21 +7,21 @@ Every error the service answers with goes through `exception_handlers`, so a cli
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
 import asyncpg
 import msgspec
+import sqlalchemy.exc
 import structlog
-from advanced_alchemy.exceptions import IntegrityError, NotFoundError, RepositoryError
+from advanced_alchemy.exceptions import NotFoundError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy import Index
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from accounts.db import Base
@@ -128,8 +128,10 @@ def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) ->
     return problem_response(400, detail, type_="/problems/validation-failed", errors=errors or msgspec.UNSET)
 
 
-def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
+    if status >= 500 and status != 503:  # the framework's own failure: its detail is for our log, not the caller
+        return _on_unexpected(request, exc)
     if status == 400:  # Litestar reports an undecodable body as a plain 400
         return problem_response(400, str(exc.detail), type_="/problems/malformed-request")
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).description
@@ -138,42 +140,6 @@ def _on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Pr
 
 def _on_not_found(_: Request[Any, Any, Any], __: NotFoundError) -> Response[Problem]:
     return problem_response(404, "No resource with this id exists.", type_="/problems/not-found")
-
-
-def _on_integrity_error(
-    _: Request[Any, Any, Any], exc: IntegrityError | asyncpg.IntegrityConstraintViolationError
-) -> Response[Problem]:
-    field = constraint_field(exc)
-    if field is None:
-        return problem_response(409, "The change conflicts with existing data.", type_="/problems/conflict")
-    return problem_response(
-        409,
-        f"{field} is already taken.",
-        type_="/problems/conflict",
-        errors=[FieldError(field=field, message="already taken")],
-    )
-
-
-_UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    OperationalError,
-    InterfaceError,
-    PoolTimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-)
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` comes from not reaching the database (refused, dropped, timed out), not from the query."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, _UNREACHABLE):
-            return True
-        cause = cause.__cause__
-    return False
 
 
 def _on_authentication_failed(_: Request[Any, Any, Any], exc: AuthenticationFailed) -> Response[Problem]:
@@ -226,22 +192,103 @@ def _on_idempotency_key_in_use(_: Request[Any, Any, Any], __: KeyInUse) -> Respo
     )
 
 
+class DatabaseFailure(Enum):
+    """What a failed database call means for the request."""
+
+    CONFLICT = "conflict"
+    """The change breaks a unique or foreign-key constraint: 409, naming the field."""
+    UNAVAILABLE = "unavailable"
+    """The database was not reached, or the call did not finish (connection lost, server shutting down or starting,
+    timed out, overloaded, a deadlock): 503 with Retry-After. The work may or may not be committed, so it is never
+    acknowledged."""
+
+
+_CONFLICT_SQLSTATES = frozenset({"23505", "23503"})  # unique_violation, foreign_key_violation
+# SQLSTATE classes (two characters) and codes: connection exceptions, insufficient resources, admin and crash
+# shutdown, server starting up, statement timeout, serialization failure, deadlock, lock timeout, a primary made
+# read-only by a failover.
+_UNAVAILABLE_SQLSTATES = frozenset({"08", "53", "57P01", "57P02", "57P03", "57014", "40001", "40P01", "55P03", "25006"})
+_UNAVAILABLE_TYPES = (
+    OSError,  # refused, reset
+    TimeoutError,  # asyncpg's connect and acquire timeouts, asyncio.timeout around a call
+    asyncpg.InterfaceError,  # "connection is closed", or a reply lost mid-operation
+    asyncpg.InternalClientError,  # the protocol in a state it cannot leave ("cannot switch to state 15")
+    sqlalchemy.exc.TimeoutError,  # the pool had no connection to give within DATABASE_POOL_TIMEOUT
+    sqlalchemy.exc.DisconnectionError,
+)
+_BUGS = (asyncpg.exceptions.DataError, asyncpg.exceptions.ClientConfigurationError)  # InterfaceErrors of our making
+
+
+def database_failure(exc: BaseException) -> DatabaseFailure | None:
+    """What `exc` means, decided by the driver's own error (its SQLSTATE, else its type) wherever it sits among
+    the wrappers (advanced-alchemy calls every statement error an IntegrityError); None for anything else: a bug."""
+    for cause in _causes(exc):
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and len(sqlstate) == 5:
+            if sqlstate in _CONFLICT_SQLSTATES:
+                return DatabaseFailure.CONFLICT
+            if sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate[:2] in _UNAVAILABLE_SQLSTATES:
+                return DatabaseFailure.UNAVAILABLE
+            return None
+        if isinstance(cause, _UNAVAILABLE_TYPES) and not isinstance(cause, _BUGS):
+            return DatabaseFailure.UNAVAILABLE
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: SQLAlchemy's `orig`, then explicit causes, and contexts that were not suppressed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):
+            current = orig
+        elif current.__cause__ is not None or current.__suppress_context__:
+            current = current.__cause__
+        else:
+            current = current.__context__
+
+
+def unavailable_response() -> NegotiatedResponse:
+    """503: the database (or the queue) cannot be used right now."""
+    return problem_response(
+        503,
+        "The service cannot reach its database right now; try again shortly.",
+        type_="/problems/unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    if database_unavailable(exc):
-        return problem_response(
-            503, "The database is unavailable; try again shortly.", headers={"Retry-After": RETRY_AFTER_SECONDS}
-        )
-    log.exception("unhandled error", method=request.method, path=request.url.path)
+    """Every error without a handler of its own: a database failure by what it means, anything else a 500.
+    Both are logged with their traceback (a failed commit or a lost connection is worth reading)."""
+    failure = database_failure(exc)
+    if failure is DatabaseFailure.CONFLICT:
+        return _conflict(exc)
+    if failure is DatabaseFailure.UNAVAILABLE:
+        log.warning("database unavailable", method=request.method, path=request.url.path, exc_info=exc)
+        return unavailable_response()
+    log.error("unhandled error", method=request.method, path=request.url.path, exc_info=exc)
     return problem_response(500, "The server failed to handle this request; it has been logged.")
+
+
+def _conflict(exc: BaseException) -> Response[Problem]:
+    field = constraint_field(exc)
+    if field is None:
+        return problem_response(409, "The change conflicts with existing data.", type_="/problems/conflict")
+    return problem_response(
+        409,
+        f"{field} is already taken.",
+        type_="/problems/conflict",
+        errors=[FieldError(field=field, message="already taken")],
+    )
 
 
 def constraint_field(exc: BaseException) -> str | None:
     """The column(s) of the constraint or index that a database integrity error names, if any."""
-    constraint = None
-    cause: BaseException | None = exc
-    while cause is not None and constraint is None:
-        constraint = getattr(cause, "constraint_name", None)
-        cause = cause.__cause__
+    constraint = next((name for cause in _causes(exc) if (name := getattr(cause, "constraint_name", None))), None)
     for table in Base.metadata.tables.values():
         named_items: list[ColumnCollectionConstraint | Index] = [
             *(c for c in table.constraints if isinstance(c, ColumnCollectionConstraint)),
@@ -257,8 +304,6 @@ exception_handlers: ExceptionHandlersMap = {
     ValidationException: _on_validation_error,
     HTTPException: _on_http_error,
     NotFoundError: _on_not_found,
-    IntegrityError: _on_integrity_error,
-    asyncpg.IntegrityConstraintViolationError: _on_integrity_error,
     AuthenticationFailed: _on_authentication_failed,
     TooManyAttempts: _on_too_many_attempts,
     InvalidEmailToken: _on_invalid_email_token,
@@ -266,6 +311,5 @@ exception_handlers: ExceptionHandlersMap = {
     MalformedPrecondition: _on_malformed_precondition,
     KeyReused: _on_idempotency_key_reused,
     KeyInUse: _on_idempotency_key_in_use,
-    RepositoryError: _on_unexpected,
     Exception: _on_unexpected,
 }

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+import structlog
 from advanced_alchemy.base import DefaultBase
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
@@ -44,6 +45,8 @@ _REPLAYED = frozenset({b"content-type", b"location", b"etag", b"vary", b"cache-c
 _STORED_STATUSES = range(200, 500)
 _NOT_STORED = frozenset({408, 409, 425, 429})  # worth retrying: the retry must run again
 _WAIT_FOR_FIRST = "10s"  # how long a retry waits for a concurrent first request before it gets 409
+
+log = structlog.get_logger("accounts.idempotency")
 
 
 class IdempotencyRecord(DefaultBase):
@@ -122,28 +125,37 @@ class IdempotencyKeys:
         self.ttl = timedelta(seconds=ttl)
 
     async def run_once(self, claim: Claim, request_hash: bytes, run: Runner, send: Send) -> None:
-        """Run `run(send)` unless this caller's key already ran: then replay its response (or refuse)."""
-        async with self.pool.acquire() as connection:
-            try:
-                async with connection.transaction():
-                    await connection.execute(f"SET LOCAL lock_timeout = '{_WAIT_FOR_FIRST}'")
-                    if await self._claim(connection, claim, request_hash):
-                        capture = _Capture(send)
-                        await run(capture)
-                        if capture.status not in _STORED_STATUSES or capture.status in _NOT_STORED:
-                            raise _Release
-                        await connection.execute(
-                            "UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND key_hash = $2",
-                            claim.caller,
-                            claim.key_hash,
-                            claim.seal(capture.response()),
-                        )
-                        return
+        """Run `run(send)` unless this caller's key already ran: then replay its response (or refuse).
+
+        The work commits before its response is sent (accounts.db), and the response is stored after that, so
+        only committed work is ever replayed; a 5xx (a failed commit, a lost connection) is not stored at all."""
+        capture = _Capture(send)
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                await connection.execute(f"SET LOCAL lock_timeout = '{_WAIT_FOR_FIRST}'")
+                if not await self._claim(connection, claim, request_hash):
                     stored = await self._stored(connection, claim, request_hash)
-            except _Release:
-                return
-            except asyncpg.LockNotAvailableError:
-                raise KeyInUse from None
+                else:
+                    await run(capture)
+                    if capture.status not in _STORED_STATUSES or capture.status in _NOT_STORED:
+                        raise _Release
+                    await connection.execute(
+                        "UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND key_hash = $2",
+                        claim.caller,
+                        claim.key_hash,
+                        claim.seal(capture.response()),
+                    )
+                    return
+        except _Release:
+            return
+        except asyncpg.LockNotAvailableError:
+            raise KeyInUse from None
+        except Exception:
+            if not capture.started:
+                raise
+            # The answer is out and its work committed; only the record of it is lost, so a retry runs again.
+            log.warning("idempotency record not stored", exc_info=True)
+            return
         await stored.replay(send)
 
     async def _claim(self, connection: Connection, claim: Claim, request_hash: bytes) -> bool:
@@ -183,6 +195,7 @@ class _Capture:
 
     def __init__(self, send: Send) -> None:
         self.send = send
+        self.started = False
         self.status = 500
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
@@ -192,6 +205,7 @@ class _Capture:
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.started = True
             self.status = message["status"]
             self.headers = [(n.lower(), v) for n, v in message.get("headers", []) if n.lower() in _REPLAYED]
         elif message["type"] == "http.response.body":

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import CacheControlHeader
@@ -43,6 +42,7 @@ from accounts.auth.schemas import (
 from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
+from accounts.db import service_provider
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
 from accounts.jobs.services import Jobs
@@ -80,7 +80,7 @@ class AuthController(Controller):
     dependencies = {
         "auth": Provide(provide_auth_service, sync_to_thread=False),
         "emails": Provide(provide_account_emails, sync_to_thread=False),
-        "users": Provide(create_service_provider(UserService)),
+        "users": service_provider(UserService),
     }
 
     @post(
@@ -269,7 +269,7 @@ class ApiKeyController(Controller):
     tags = ["api-keys"]
     guards = [requires_admin]
     security = AUTHENTICATED
-    dependencies = {"api_keys": Provide(create_service_provider(ApiKeyService))}
+    dependencies = {"api_keys": service_provider(ApiKeyService)}
 
     @post(
         operation_id="createApiKey",

@@ -12,8 +12,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
 from litestar.exceptions import ClientException
-from sqlalchemy import case, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
@@ -122,6 +121,71 @@ def to_key_read(key: ApiKey) -> ApiKeyRead:
     return msgspec.convert(key, ApiKeyRead, from_attributes=True)
 
 
+# Counts an attempt on each key unless one is at its limit within the window; a lapsed window starts again at 1.
+# Keys are locked in one order (sorted), so concurrent attempts on the same keys queue rather than deadlock.
+_LAPSED = "f.window_started_at <= now() - make_interval(secs => :window)"
+_COUNT_ATTEMPT = text(
+    f"""
+    INSERT INTO login_failures AS f (key, failures, window_started_at)
+    SELECT key, 1, now() FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key
+    ON CONFLICT (key) DO UPDATE SET
+        failures = CASE WHEN {_LAPSED} THEN 1 ELSE f.failures + 1 END,
+        window_started_at = CASE WHEN {_LAPSED} THEN now() ELSE f.window_started_at END
+    WHERE {_LAPSED}
+       OR f.failures < (SELECT max FROM unnest(CAST(:keys AS text[]), CAST(:limits AS int[])) AS l (key, max)
+                        WHERE l.key = f.key)
+    RETURNING f.key
+    """  # noqa: S608 - a constant fragment; values are bound parameters
+).execution_options(bind_group=PRIMARY)
+_SECONDS_LEFT = text(
+    "SELECT ceil(extract(epoch FROM max(window_started_at) + make_interval(secs => :window) - now()))::int"
+    " FROM login_failures WHERE key = ANY(CAST(:keys AS text[]))"
+).execution_options(bind_group=PRIMARY)
+
+
+class Attempt:
+    """A password (or other secret) check already counted as a failure on its counters; a success takes it back."""
+
+    def __init__(self, session: AsyncSession, keys: list[str]) -> None:
+        self.session = session
+        self.keys = keys
+
+    async def succeeded(self) -> None:
+        """The secret was right: forgive the account's failures, and take this attempt back from the others."""
+        account, others = self.keys[0], self.keys[1:]
+        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == account))
+        if others:
+            await self.session.execute(
+                update(LoginFailure)
+                .where(LoginFailure.key.in_(others), LoginFailure.failures > 0)
+                .values(failures=LoginFailure.failures - 1)
+            )
+
+
+class AttemptLimits:
+    """Failed-attempt limits per account and per client address within LOGIN_FAILURE_WINDOW.
+
+    An attempt is counted before the secret is checked, in the statement that checks the limit: so of N
+    concurrent wrong guesses against a limit of 5, at most 5 are checked and the rest are refused (429)."""
+
+    def __init__(self, session: AsyncSession, window: int) -> None:
+        self.session = session
+        self.window = window
+
+    async def start(self, limits: dict[str, int]) -> Attempt:
+        """Count an attempt on each key of `limits` (the account's first) or, if one is at its limit, none:
+        TooManyAttempts, and the caller's transaction is not committed."""
+        keys, maxima = list(limits), list(limits.values())
+        counted = (
+            await self.session.execute(_COUNT_ATTEMPT, {"keys": keys, "limits": maxima, "window": self.window})
+        ).scalars()
+        blocked = set(keys) - set(counted)
+        if blocked:
+            seconds = await self.session.scalar(_SECONDS_LEFT, {"keys": sorted(blocked), "window": self.window})
+            raise TooManyAttempts("Too many failed logins; try again later.", retry_after=max(1, int(seconds or 1)))
+        return Attempt(self.session, keys)
+
+
 class AuthService:
     """Sign-in and the lifecycle of a user's tokens."""
 
@@ -130,6 +194,7 @@ class AuthService:
         self.tokens = tokens
         self.settings = settings
         self.refresh_tokens = RefreshTokenService(session=session)
+        self.attempts = AttemptLimits(session, settings.login_failure_window)
 
     async def login(self, identifier: str, password: str, address: str) -> TokenPair:
         """Tokens for the user named by e-mail or username, if the password is right and no limit is hit."""
@@ -143,19 +208,19 @@ class AuthService:
         ).scalar_one_or_none()
         # One counter per account whichever name it is logged in with; unknown names count by name.
         account = str(user.id) if user is not None else identifier.lower()
-        counters = {f"account:{account}": self.settings.login_max_failures_per_account}
-        counters[f"address:{address}"] = self.settings.login_max_failures_per_address
-        failures = await self._check_limits(counters)
+        attempt = await self.attempts.start(
+            {
+                f"account:{account}": self.settings.login_max_failures_per_account,
+                f"address:{address}": self.settings.login_max_failures_per_address,
+            }
+        )
         await self.session.commit()  # hand the connection back while argon2 runs (~30 ms, often queued)
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
-            await self._count_failure(counters)
-            raise AuthenticationFailed(WRONG_CREDENTIALS, error="invalid_grant")
+            raise AuthenticationFailed(WRONG_CREDENTIALS, error="invalid_grant")  # the attempt stays counted
         if hashed is not None and needs_rehash(hashed):
             user.hashed_password = await hash_password(password)
-        account_key = next(iter(counters))
-        if account_key in failures:  # a success forgives the account's earlier failures
-            await self.session.execute(delete(LoginFailure).where(LoginFailure.key == account_key))
+        await attempt.succeeded()
         return await self.issue(user)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
@@ -180,50 +245,16 @@ class AuthService:
 
     async def change_password(self, user_id: UUID, current: str, new: str) -> None:
         """Set a new password if `current` is right; wrong guesses count against the account's login limit."""
-        counters = {f"account:{user_id}": self.settings.login_max_failures_per_account}
-        await self._check_limits(counters)
+        attempt = await self.attempts.start({f"account:{user_id}": self.settings.login_max_failures_per_account})
         user = (
             await self.session.execute(select(User).where(User.id == user_id).execution_options(bind_group=PRIMARY))
         ).scalar_one_or_none()
         await self.session.commit()  # hand the connection back while argon2 runs
         if user is None or not await verify_password(user.hashed_password, current):
-            await self._count_failure(counters)
             raise AuthenticationFailed("The current password is wrong.", error="invalid_grant")
         user.hashed_password = await hash_password(new)
+        await attempt.succeeded()
         await self.log_out_everywhere(user_id)
-
-    async def _check_limits(self, counters: dict[str, int]) -> set[str]:
-        """Raise TooManyAttempts if a counter is over its limit; returns the keys that have failures."""
-        now = datetime.now(UTC)
-        window = timedelta(seconds=self.settings.login_failure_window)
-        # On the primary: a replica a few failures behind would let a guesser past the limit.
-        failing = select(LoginFailure).where(LoginFailure.key.in_(counters)).execution_options(bind_group=PRIMARY)
-        rows = (await self.session.execute(failing)).scalars().all()
-        for row in rows:
-            ends = row.window_started_at + window
-            if row.failures >= counters[row.key] and ends > now:
-                raise TooManyAttempts(
-                    "Too many failed logins; try again later.",
-                    retry_after=max(1, int((ends - now).total_seconds()) + 1),
-                )
-        return {row.key for row in rows}
-
-    async def _count_failure(self, counters: dict[str, int]) -> None:
-        now = datetime.now(UTC)
-        expired = LoginFailure.window_started_at <= now - timedelta(seconds=self.settings.login_failure_window)
-        statement = insert(LoginFailure).values(
-            [{"key": key, "failures": 1, "window_started_at": now} for key in counters]
-        )
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[LoginFailure.key],
-                set_={
-                    "failures": case((expired, 1), else_=LoginFailure.failures + 1),
-                    "window_started_at": case((expired, now), else_=LoginFailure.window_started_at),
-                },
-            )
-        )
-        await self.session.commit()  # the count must outlive the 401 that follows
 
 
 VERIFY = "verify"

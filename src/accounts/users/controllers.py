@@ -7,7 +7,6 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
@@ -28,6 +27,7 @@ from accounts.auth.controllers import provide_auth_service
 from accounts.auth.schemas import PasswordChange
 from accounts.auth.services import AuthService
 from accounts.config import Settings
+from accounts.db import service_provider
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
 from accounts.jobs.schemas import JobRead
@@ -108,7 +108,7 @@ class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
     security = AUTHENTICATED
-    dependencies = {"users": Provide(create_service_provider(UserService))}
+    dependencies = {"users": service_provider(UserService)}
 
     @post(
         operation_id="createUser",
