@@ -19,6 +19,7 @@ from accounts.auth.cache import CredentialCache
 from accounts.auth.controllers import ApiKeyController, AuthController, JwksController
 from accounts.auth.keys import SigningKeys
 from accounts.auth.tokens import AccessTokens
+from accounts.bodies import with_body_deadline
 from accounts.cli import AccountsCLIPlugin
 from accounts.config import Settings
 from accounts.db import request_transactions, sqlalchemy_config
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     finish_document(app)
     # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
+    app.asgi_handler = with_body_deadline(app.asgi_handler, settings.request_read_timeout)
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics=metrics, log_requests=settings.access_log)
     if tracing is not None:  # outermost, so the request's log lines are written inside its span
         app.asgi_handler = tracing.server_spans(app.asgi_handler)

@@ -60,6 +60,7 @@ def start_on_a_current_database(settings: Settings) -> None:
 def serve_command() -> None:
     from granian import Granian  # noqa: PLC0415
     from granian.constants import Interfaces, Loops  # noqa: PLC0415
+    from granian.http import HTTP1Settings  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
     from accounts.auth.keys import SigningKeys  # noqa: PLC0415
@@ -86,6 +87,7 @@ def serve_command() -> None:
         log_access=False,
         log_dictconfig=GRANIAN_LOG_CONFIG,
         workers_kill_timeout=settings.shutdown_timeout,
+        http1_settings=HTTP1Settings(header_read_timeout=settings.request_read_timeout * 1000),
         respawn_failed_workers=True,
     )
     drain_on_sigterm(server, shared_dir, settings.shutdown_drain_seconds)

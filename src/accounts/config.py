@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
     access_log: bool = True
     max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
+    request_read_timeout: Annotated[int, msgspec.Meta(ge=1, le=300)] = 20
+    """Seconds a client may take to send a request's head, and to send each part of its body: a request that stalls
+    longer is answered 408 and its connection closed."""
     ready_timeout: Annotated[float, msgspec.Meta(gt=0, le=30)] = 1.0
     shutdown_timeout: Annotated[int, msgspec.Meta(ge=1, le=600)] = 30
     shutdown_drain_seconds: Annotated[int, msgspec.Meta(ge=0, le=300)] = 0
@@ -93,6 +96,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     email_verification_ttl: Annotated[int, msgspec.Meta(ge=300, le=2_592_000)] = 172_800
     email_verification_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """At most one verification e-mail per account within this many seconds (sign-up's, then resends)."""
+    outbox_flush_after: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
+    """Seconds an unsent e-mail waits before the minutely outbox flush puts it on the queue again (the request that
+    wrote it tries first; this covers a queue that was down then)."""
     password_reset_ttl: Annotated[int, msgspec.Meta(ge=300, le=86_400)] = 3_600
     password_reset_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """At most one password-reset e-mail per account within this many seconds."""

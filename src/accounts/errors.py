@@ -24,6 +24,7 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy import Index
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
+from accounts.bodies import BodyTimeout
 from accounts.db import Base
 from accounts.idempotency import KeyInUse, KeyReused
 from accounts.media import PROBLEM_JSON, NegotiatedResponse
@@ -165,6 +166,10 @@ def _on_too_many_attempts(_: Request[Any, Any, Any], exc: TooManyAttempts) -> Re
     )
 
 
+def _on_body_timeout(_: Request[Any, Any, Any], exc: BodyTimeout) -> Response[Problem]:
+    return problem_response(408, str(exc), type_="/problems/request-timeout", headers={"Connection": "close"})
+
+
 def _on_precondition_failed(_: Request[Any, Any, Any], __: PreconditionFailed) -> Response[Problem]:
     return problem_response(
         412, "The resource changed since you read it: read it again, then retry.", type_="/problems/stale-etag"
@@ -262,13 +267,20 @@ def unavailable_response() -> NegotiatedResponse:
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    """Every error without a handler of its own: a database failure by what it means, anything else a 500.
-    Both are logged with their traceback (a failed commit or a lost connection is worth reading)."""
+    """Every error without a handler of its own: a database failure by what it means, anything else a 500 logged
+    with its traceback. An outage is logged on one line naming the driver's error: during one, every request
+    fails the same way, and a traceback each would bury the log."""
     failure = database_failure(exc)
     if failure is DatabaseFailure.CONFLICT:
         return _conflict(exc)
     if failure is DatabaseFailure.UNAVAILABLE:
-        log.warning("database unavailable", method=request.method, path=request.url.path, exc_info=exc)
+        *_, driver_error = _causes(exc)
+        log.warning(
+            "database unavailable",
+            method=request.method,
+            path=request.url.path,
+            error=f"{type(driver_error).__name__}: {' '.join(str(driver_error).split())}"[:500],
+        )
         return unavailable_response()
     log.error("unhandled error", method=request.method, path=request.url.path, exc_info=exc)
     return problem_response(500, "The server failed to handle this request; it has been logged.")
@@ -307,6 +319,7 @@ exception_handlers: ExceptionHandlersMap = {
     AuthenticationFailed: _on_authentication_failed,
     TooManyAttempts: _on_too_many_attempts,
     InvalidEmailToken: _on_invalid_email_token,
+    BodyTimeout: _on_body_timeout,
     PreconditionFailed: _on_precondition_failed,
     MalformedPrecondition: _on_malformed_precondition,
     KeyReused: _on_idempotency_key_reused,

@@ -137,24 +137,27 @@ class IdempotencyKeys:
                     stored = await self._stored(connection, claim, request_hash)
                 else:
                     await run(capture)
-                    if capture.status not in _STORED_STATUSES or capture.status in _NOT_STORED:
+                    if capture.replayable:
+                        await connection.execute(
+                            "UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND key_hash = $2",
+                            claim.caller,
+                            claim.key_hash,
+                            claim.seal(capture.response()),
+                        )
+                    else:
                         raise _Release
-                    await connection.execute(
-                        "UPDATE idempotency_keys SET response = $3 WHERE caller = $1 AND key_hash = $2",
-                        claim.caller,
-                        claim.key_hash,
-                        claim.seal(capture.response()),
-                    )
                     return
         except _Release:
             return
         except asyncpg.LockNotAvailableError:
             raise KeyInUse from None
-        except Exception:
+        except Exception as exc:
             if not capture.started:
                 raise
-            # The answer is out and its work committed; only the record of it is lost, so a retry runs again.
-            log.warning("idempotency record not stored", exc_info=True)
+            # The answer is out: a claim being released dies with its connection anyway, while a response that
+            # could not be stored leaves only a retry that runs again.
+            if capture.replayable:
+                log.warning("idempotency record not stored", error=f"{type(exc).__name__}: {exc}"[:500])
             return
         await stored.replay(send)
 
@@ -199,6 +202,11 @@ class _Capture:
         self.status = 500
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+
+    @property
+    def replayable(self) -> bool:
+        """Whether this answer is one to replay: not a 5xx, nor a refusal worth retrying (409, 429...)."""
+        return self.status in _STORED_STATUSES and self.status not in _NOT_STORED
 
     def response(self) -> StoredResponse:
         return StoredResponse(self.status, self.headers, b"".join(self.body))

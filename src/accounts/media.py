@@ -6,13 +6,14 @@ Structs validate it the same way; a response is encoded as MessagePack when `Acc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.params import BodyKwarg
 from litestar.response.base import ASGIResponse
 from litestar.serialization import default_serializer, encode_msgpack
@@ -130,6 +131,36 @@ def _decode(body: bytes, decode: Callable[[bytes], Any], format_name: str) -> An
         return None
     try:
         return decode(body)
+    except UnicodeDecodeError:  # msgspec checks the UTF-8 of each string as it decodes it
+        raise _not_utf8(body, format_name) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ClientException(detail=f"The body is not valid {format_name}: {reason}") from None
+
+
+_REPLACEMENT = "\ufffd"
+
+
+def _not_utf8(body: bytes, format_name: str) -> ValidationException:
+    """400 naming the fields whose strings are not valid UTF-8. A JSON body is decoded again with the bad bytes
+    replaced (U+FFFD) to find them; a MessagePack body cannot be, so there the fault is the body's."""
+    fields: list[str] = []
+    if format_name == "JSON":
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
+            value = msgspec.json.decode(body.decode("utf-8", "replace"))
+            if isinstance(value, dict):
+                fields = [key for key, item in value.items() if _has_replacement(key) or _has_replacement(item)]
+    return ValidationException(
+        detail=f"The body is not valid {format_name}: a string in it is not valid UTF-8.",
+        extra=[{"key": field, "message": "is not valid UTF-8"} for field in fields or ["body"]],
+    )
+
+
+def _has_replacement(value: Any) -> bool:
+    if isinstance(value, str):
+        return _REPLACEMENT in value
+    if isinstance(value, dict):
+        return any(_has_replacement(key) or _has_replacement(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_replacement(item) for item in value)
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -144,23 +145,31 @@ PUBLIC = {"exclude_from_auth": True}
 """Route `opt` of the few public routes; every other route needs credentials (deny by default)."""
 
 
-def requires(scope: str):  # type: ignore[no-untyped-def]
-    """A guard: the caller holds `scope` (admins hold every scope)."""
+Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
+
+
+def _guard(check: Callable[[Principal], str | None]) -> Guard:
+    """A guard refusing (403) when `check(caller)` gives a reason. OPTIONS passes: Litestar answers it itself, for
+    anyone (CORS preflights carry no credentials), so there is no caller to check."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-        if not connection.user.may(scope):
-            raise PermissionDeniedException(detail=f"This needs the `{scope}` scope or an admin.")
+        if connection.scope.get("method") == "OPTIONS":
+            return
+        if (reason := check(connection.user)) is not None:
+            raise PermissionDeniedException(detail=reason)
 
     return guard
 
 
-def requires_admin(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """A guard: the caller is an admin user."""
-    if not connection.user.is_admin:
-        raise PermissionDeniedException(detail="This needs an admin.")
+def requires(scope: str) -> Guard:
+    """A guard: the caller holds `scope` (admins hold every scope)."""
+    return _guard(lambda caller: None if caller.may(scope) else f"This needs the `{scope}` scope or an admin.")
 
 
-def requires_user(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """A guard: the caller is a user (an access token), not a service key."""
-    if connection.user.user_id is None:
-        raise PermissionDeniedException(detail="This needs a user's access token, not an API key.")
+requires_admin = _guard(lambda caller: None if caller.is_admin else "This needs an admin.")
+"""A guard: the caller is an admin user."""
+
+requires_user = _guard(
+    lambda caller: None if caller.user_id is not None else "This needs a user's access token, not an API key."
+)
+"""A guard: the caller is a user (an access token), not a service key."""

@@ -2,7 +2,7 @@
 
 A request writes its e-mail into `outbox_messages` in the transaction of the change that causes it, then
 tries to enqueue `send_email` (`enqueue_email`). If the queue is unreachable the request still succeeds:
-`flush_outbox`, every minute, enqueues whatever has waited longer than FLUSH_AFTER seconds. The SAQ key
+`flush_outbox`, every minute, enqueues whatever has waited longer than OUTBOX_FLUSH_AFTER seconds. The SAQ key
 is `email:<outbox id>`, so enqueueing a message twice runs it once.
 """
 
@@ -25,8 +25,6 @@ SEND_RETRY_DELAY = 5.0  # doubled after each failed attempt (with jitter), at mo
 MAX_RETRY_DELAY = 600.0
 ENQUEUE_TIMEOUT = 3.0
 """Seconds a request spends trying to enqueue; after that the outbox flush takes over."""
-FLUSH_AFTER = 60
-"""Seconds an unsent message waits before the flush enqueues it again (the request's own try comes first)."""
 FLUSH_BATCH = 1000
 
 
@@ -82,11 +80,11 @@ async def send_email(ctx: WorkerContext, *, outbox_id: str) -> str:
 
 
 async def flush_outbox(ctx: WorkerContext) -> int:
-    """Enqueue the unsent, unexpired messages older than FLUSH_AFTER seconds; returns how many."""
+    """Enqueue the unsent, unexpired messages older than OUTBOX_FLUSH_AFTER seconds; returns how many."""
     records = await ctx["pool"].fetch(
         "SELECT id FROM outbox_messages WHERE sent_at IS NULL AND expires_at > now()"
         " AND created_at <= now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
-        FLUSH_AFTER,
+        ctx["settings"].outbox_flush_after,
         FLUSH_BATCH,
     )
     queue = ctx["worker"].queue

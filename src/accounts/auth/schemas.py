@@ -8,7 +8,7 @@ from uuid import UUID
 
 from msgspec import Meta, Struct
 
-from accounts.users.schemas import Bio, Email, FullName, Password, Username, whole_string
+from accounts.users.schemas import ONE_LINE, Bio, Email, FullName, Password, Username, whole_string
 
 Scope = Literal["users:read", "users:write"]
 RefreshTokenValue = Annotated[str, Meta(min_length=1, max_length=256, description="The opaque refresh token.")]
@@ -18,7 +18,9 @@ class PasswordGrant(Struct, kw_only=True):
     """OAuth 2.0 resource-owner password grant (RFC 6749 section 4.3), form-encoded."""
 
     grant_type: Literal["password"]
-    username: Annotated[str, Meta(min_length=1, max_length=254, description="E-mail address or username.")]
+    username: Annotated[
+        str, Meta(min_length=1, max_length=254, pattern=ONE_LINE, description="E-mail address or username.")
+    ]
     password: Annotated[str, Meta(min_length=1, max_length=128)]
     scope: Annotated[str, Meta(max_length=1000)] = ""
 
@@ -101,7 +103,7 @@ class JwkSet(Struct, kw_only=True):
 
 
 class ApiKeyCreate(Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=100, pattern=whole_string(r"[^\x00-\x1f\x7f]+"))]
+    name: Annotated[str, Meta(min_length=1, max_length=100, pattern=ONE_LINE)]
     scopes: Annotated[list[Scope], Meta(min_length=1, max_length=8)]
     expires_at: Annotated[datetime, Meta(tz=True, description="RFC 3339 with an offset.")] | None = None
 

@@ -38,6 +38,7 @@ from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMat
 from accounts.users.bulk import FORMATS, MEDIA_TYPES, BadHeader, UploadTooLarge, csv_header, receive
 from accounts.users.jobs import EXPORT_JOB, IMPORT_JOB, upload_path
 from accounts.users.schemas import (
+    ONE_LINE,
     ImportFormat,
     OnDuplicate,
     ProfileUpdate,
@@ -55,9 +56,10 @@ from accounts.users.services import UserService, UserStore, to_read
 # Declared `str` in the path so a malformed id is a 400 naming the parameter, not an unmatched route (404).
 UserId = Annotated[UUID, Parameter(description="The user's id (a UUID).")]
 ActiveFilter = Annotated[bool | None, Parameter(description="Only active or only inactive users.")]
-EmailFilter = Annotated[str | None, Parameter(max_length=254, description="Exact e-mail, any case.")]
+EmailFilter = Annotated[str | None, Parameter(max_length=254, pattern=ONE_LINE, description="Exact e-mail, any case.")]
 PrefixFilter = Annotated[
-    str | None, Parameter(min_length=1, max_length=200, description="Prefix of e-mail, username or full name.")
+    str | None,
+    Parameter(min_length=1, max_length=200, pattern=ONE_LINE, description="Prefix of e-mail, username or full name."),
 ]
 JOB_LOCATION_HEADER = ResponseHeader(
     name="Location",

@@ -14,6 +14,9 @@ def whole_string(pattern: str) -> str:
     return f"^(?:{pattern})(?!\\n)$"
 
 
+ONE_LINE = whole_string(r"[^\x00-\x1f\x7f]*")
+"""Text without control characters (NUL above all, which PostgreSQL cannot store): names, filters, logins."""
+
 _EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f]"
 _EMAIL_LABEL = r"[^@\s\x00-\x1f\x7f.]"
 
@@ -43,7 +46,7 @@ FullName = Annotated[
     Meta(
         min_length=1,
         max_length=200,
-        pattern=whole_string(r"[^\x00-\x1f\x7f]+"),
+        pattern=ONE_LINE,
         description="Display name: one line, no control characters.",
         examples=["Ada Lovelace"],
     ),

@@ -10,9 +10,8 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,8 +19,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.clusters import initdb, postgres_server, server_tools
 from tests.conftest import database_url_on, execute, migrate
-from tests.integration.scaleout.processes import postgres_bin_dir, run, scratch_dir, unprivileged
+from tests.integration.scaleout.processes import run, scratch_dir, unprivileged
 from tests.server import free_port
 
 REPLICATED_DATABASE = "accounts_replicated"
@@ -95,36 +95,20 @@ async def fetchval(url: str, query: str, *args: object) -> object:
         await connection.close()
 
 
-@contextmanager
-def postgres_server(bin_dir: Path, data: Path, port: int) -> Iterator[str]:
-    """Run the cluster in `data` on 127.0.0.1:`port` until the block ends; yields its maintenance URL."""
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data.parent} -c fsync=off"
-    run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", f"{data}.log", "-w", "-t", "60", "start"])
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        stop = unprivileged([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        subprocess.run(stop, capture_output=True, check=False)  # noqa: S603
-
-
 @pytest.fixture(scope="session")
 def replicated_servers() -> Iterator[tuple[str, str]]:
     """A throwaway primary (initdb, trust, on a free port) and a streaming replica of it made with
     `pg_basebackup -R`, so nothing of the machine's own PostgreSQL is touched; both are stopped and
     deleted at the end of the session. Yields the maintenance URLs of (primary, replica)."""
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        pytest.skip("the PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) are not installed")
+    bin_dir = server_tools()
     with scratch_dir("accounts-replication-") as root:
         primary_data, replica_data = root / "primary", root / "replica"
-        # initdb's pg_hba.conf trusts local replication connections, and wal_level=replica is the default.
-        run([str(bin_dir / "initdb"), "-D", str(primary_data), "-U", "postgres", "--auth=trust", "--no-sync"])
+        initdb(bin_dir, primary_data)
         with postgres_server(bin_dir, primary_data, free_port()) as primary:
-            port = make_url(primary).port
-            backup = [str(bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+            backup = [str(bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"]
             run([*backup, "-D", str(replica_data), "-R", "-X", "stream", "-c", "fast", "--no-sync"])
             with postgres_server(bin_dir, replica_data, free_port()) as replica:
-                yield primary, replica
+                yield primary.url, replica.url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,320 @@
+"""Every write endpoint under the two faults that break a write after the handler has done its work: a COMMIT that
+fails (a deferred constraint trigger raising at commit), and a connection killed mid-statement (a trigger calling
+`pg_terminate_backend(pg_backend_pid())`). Neither may be answered 2xx, a killed connection is a 503 with
+Retry-After (never a 409), and neither leaves anything behind. The same request without a fault succeeds and
+changes the data, so each case shows it can fail.
+
+The faults are triggers on every table of the service in a database of this module's own, switched by one row of
+`fault_mode`, so the world of each case is seeded with them off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from accounts.app import create_app
+from accounts.auth.passwords import hash_password
+from accounts.config import Settings
+from tests.conftest import TABLES, CreateDatabase, migrate
+from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in
+from tests.problems import assert_problem
+
+Client = AsyncTestClient[Litestar]
+
+FAULTS = """
+CREATE TABLE fault_mode (mode text NOT NULL);
+INSERT INTO fault_mode VALUES ('off');
+CREATE FUNCTION fault_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT mode FROM fault_mode) = 'commit' THEN
+        RAISE EXCEPTION 'fault injected: the commit of % is refused', TG_TABLE_NAME;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION fault_mid_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT mode FROM fault_mode) = 'kill' THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+    END IF;
+    RETURN coalesce(NEW, OLD);
+END $$;
+"""
+TABLE_FAULTS = """
+CREATE CONSTRAINT TRIGGER fault_at_commit AFTER INSERT OR UPDATE OR DELETE ON {table}
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault_at_commit();
+CREATE TRIGGER fault_mid_statement BEFORE INSERT OR UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION fault_mid_statement();
+"""
+VERIFY_TOKEN = "verify-token-of-the-member-0123456789"
+RESET_TOKEN = "reset-token-of-the-member-0123456789"
+
+
+@pytest.fixture(scope="module")
+async def faulty_database(create_database: CreateDatabase) -> str:
+    url = await create_database()
+    await migrate(url)
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(FAULTS + "".join(TABLE_FAULTS.format(table=table) for table in TABLES))
+    finally:
+        await connection.close()
+    return url
+
+
+@pytest.fixture(scope="module")
+async def client(
+    faulty_database: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Client]:
+    app_settings = msgspec.structs.replace(
+        settings, database_url=faulty_database, data_dir=str(tmp_path_factory.mktemp("faulty"))
+    )
+    async with AsyncTestClient(create_app(app_settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def password_hash() -> str:
+    return await hash_password(PASSWORD)
+
+
+@dataclass
+class World:
+    """What a case acts on, made afresh for each: an admin and a member (unverified, with a verification and a
+    reset token e-mailed a while ago), both logged in, an API key and a queued job."""
+
+    admin: dict[str, str]
+    member: Account
+    member_headers: dict[str, str]
+    refresh_token: str
+    api_key_id: str
+    job_id: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def world(client: Client, faulty_database: str, password_hash: str) -> AsyncIterator[World]:
+    connection = await asyncpg.connect(faulty_database)
+    try:
+        await connection.execute(f"UPDATE fault_mode SET mode = 'off'; TRUNCATE {', '.join(TABLES)} CASCADE")  # noqa: S608
+        admin = await insert_user(faulty_database, password_hash, "admin", admin=True)
+        member = await insert_user(faulty_database, password_hash, "member")
+        for purpose, token in (("verify", VERIFY_TOKEN), ("reset", RESET_TOKEN)):
+            await connection.execute(
+                "INSERT INTO email_tokens (id, user_id, purpose, token_hash, email, expires_at, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, now() + interval '1 day', now() - interval '1 hour', now())",
+                uuid.uuid4(),
+                uuid.UUID(member.id),
+                purpose,
+                hashlib.sha256(token.encode()).digest(),
+                member.email,
+            )
+        api_key_id, job_id = uuid.uuid4(), uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, updated_at)"
+            " VALUES ($1, 'old', 'abcdefabcdef', $2, ARRAY['users:read'], now(), now())",
+            api_key_id,
+            b"\0" * 32,
+        )
+        await connection.execute(
+            "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, created_at, updated_at)"
+            " VALUES ($1, 'export_users', $2, 'queued', 0, 0, 0, now(), now())",
+            job_id,
+            f"user:{admin.id}",
+        )
+        admin_login = await log_in(client, admin)
+        member_login = await log_in(client, member)
+        yield World(
+            admin=admin_login.headers,
+            member=member,
+            member_headers=member_login.headers,
+            refresh_token=member_login.refresh_token,
+            api_key_id=str(api_key_id),
+            job_id=str(job_id),
+        )
+    finally:
+        await connection.execute("UPDATE fault_mode SET mode = 'off'")
+        await connection.close()
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write endpoint: its path (formatted with the world as `w`), how to call it in a world, and the status
+    it answers when all goes well."""
+
+    method: str
+    path: str
+    succeeds_with: int
+    call: Callable[[World], dict[str, Any]] = lambda _: {}
+
+
+NEW_USER = {"email": "new@example.com", "username": "newcomer", "password": "long enough"}
+NEW_PASSWORD = "another long one"
+WRITES = {
+    "createUser": Write("POST", "/api/v1/users", 201, lambda w: {"json": NEW_USER, "headers": w.admin}),
+    "register": Write("POST", "/api/v1/auth/register", 201, lambda _: {"json": NEW_USER}),
+    "updateUser": Write(
+        "PATCH", "/api/v1/users/{w.member.id}", 200, lambda w: {"json": {"full_name": "New"}, "headers": w.admin}
+    ),
+    "updateMe": Write(
+        "PATCH", "/api/v1/users/me", 200, lambda w: {"json": {"bio": "new"}, "headers": w.member_headers}
+    ),
+    "deleteUser": Write("DELETE", "/api/v1/users/{w.member.id}", 204, lambda w: {"headers": w.admin}),
+    "changeMyPassword": Write(
+        "POST",
+        "/api/v1/users/me/password",
+        204,
+        lambda w: {"json": {"current_password": PASSWORD, "new_password": NEW_PASSWORD}, "headers": w.member_headers},
+    ),
+    "createToken": Write(
+        "POST",
+        "/api/v1/auth/token",
+        200,
+        lambda w: {"data": {"grant_type": "password", "username": w.member.username, "password": PASSWORD}},
+    ),
+    "refreshToken": Write("POST", "/api/v1/auth/refresh", 200, lambda w: {"json": {"refresh_token": w.refresh_token}}),
+    "logOut": Write("POST", "/api/v1/auth/logout", 204, lambda w: {"json": {"refresh_token": w.refresh_token}}),
+    "logOutEverywhere": Write("POST", "/api/v1/auth/logout-all", 204, lambda w: {"headers": w.member_headers}),
+    "verifyEmail": Write("POST", "/api/v1/auth/verify-email", 204, lambda _: {"json": {"token": VERIFY_TOKEN}}),
+    "resendVerificationEmail": Write(
+        "POST", "/api/v1/auth/verify-email/resend", 202, lambda w: {"headers": w.member_headers}
+    ),
+    "requestPasswordReset": Write(
+        "POST", "/api/v1/auth/password-reset", 202, lambda w: {"json": {"email": w.member.email}}
+    ),
+    "confirmPasswordReset": Write(
+        "POST",
+        "/api/v1/auth/password-reset/confirm",
+        204,
+        lambda _: {"json": {"token": RESET_TOKEN, "new_password": NEW_PASSWORD}},
+    ),
+    "createApiKey": Write(
+        "POST",
+        "/api/v1/api-keys",
+        201,
+        lambda w: {"json": {"name": "new", "scopes": ["users:read"]}, "headers": w.admin},
+    ),
+    "revokeApiKey": Write("DELETE", "/api/v1/api-keys/{w.api_key_id}", 204, lambda w: {"headers": w.admin}),
+    "importUsers": Write(
+        "POST",
+        "/api/v1/users/imports",
+        202,
+        lambda w: {
+            "content": b'{"email": "imported@example.com", "username": "imported"}\n',
+            "headers": w.admin | {"Content-Type": "application/x-ndjson"},
+        },
+    ),
+    "exportUsers": Write("POST", "/api/v1/users/exports", 202, lambda w: {"headers": w.admin}),
+    "abortJob": Write("DELETE", "/api/v1/jobs/{w.job_id}", 204, lambda w: {"headers": w.admin}),
+}
+"""Every operation of the OpenAPI document that writes (test_every_write_is_in_the_table keeps it so)."""
+
+
+async def snapshot(database_url: str) -> dict[str, tuple[int, str]]:
+    """Every table of the service: its row count and a digest of its rows."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return {
+            table: tuple(  # type: ignore[misc]
+                await connection.fetchrow(
+                    f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"  # noqa: S608
+                    f" FROM {table} AS t"
+                )
+            )
+            for table in TABLES
+        }
+    finally:
+        await connection.close()
+
+
+async def set_fault(database_url: str, mode: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("UPDATE fault_mode SET mode = $1", mode)
+    finally:
+        await connection.close()
+
+
+async def call(client: Client, write: Write, world: World, **extra: Any) -> httpx.Response:
+    arguments = write.call(world)
+    arguments["headers"] = {**arguments.get("headers", {}), **extra.pop("headers", {})}
+    return await client.request(write.method, write.path.format(w=world), **arguments, **extra)
+
+
+@pytest.mark.parametrize("operation", WRITES)
+async def test_a_write_whose_commit_fails_is_a_500_and_leaves_nothing(
+    client: Client, world: World, faulty_database: str, operation: str
+) -> None:
+    write = WRITES[operation]
+    before = await snapshot(faulty_database)
+    await set_fault(faulty_database, "commit")
+
+    response = await call(client, write, world)
+
+    assert_problem(response, 500)
+    assert await snapshot(faulty_database) == before
+    await set_fault(faulty_database, "off")
+    response = await call(client, write, world)
+    assert response.status_code == write.succeeds_with, response.text
+    assert await snapshot(faulty_database) != before  # the same request does write when nothing breaks
+
+
+@pytest.mark.parametrize("operation", WRITES)
+async def test_a_write_whose_connection_is_killed_is_a_503_and_leaves_nothing(
+    client: Client, world: World, faulty_database: str, operation: str
+) -> None:
+    write = WRITES[operation]
+    before = await snapshot(faulty_database)
+    await set_fault(faulty_database, "kill")
+
+    response = await call(client, write, world)
+
+    assert_problem(response, 503)
+    assert int(response.headers["retry-after"]) > 0
+    assert await snapshot(faulty_database) == before
+    await set_fault(faulty_database, "off")
+    assert (await call(client, write, world)).status_code == write.succeeds_with  # the pools recovered
+
+
+@pytest.mark.parametrize("operation", ["createUser", "register", "createApiKey"])
+async def test_an_idempotent_retry_of_a_failed_commit_runs_again_rather_than_replaying(
+    client: Client, world: World, faulty_database: str, operation: str
+) -> None:
+    write = WRITES[operation]
+    key = {"Idempotency-Key": f"retry-{uuid.uuid4()}"}
+    before = await snapshot(faulty_database)
+    await set_fault(faulty_database, "commit")
+
+    first = await call(client, write, world, headers=key)
+    retry = await call(client, write, world, headers=key)
+
+    assert (first.status_code, retry.status_code) == (500, 500)
+    assert "idempotent-replayed" not in retry.headers
+    assert await snapshot(faulty_database) == before
+    await set_fault(faulty_database, "off")
+    done = await call(client, write, world, headers=key)
+    assert done.status_code == write.succeeds_with, done.text
+    assert "idempotent-replayed" not in done.headers  # it ran: nothing of the failed tries was kept
+    replayed = await call(client, write, world, headers=key)
+    assert (replayed.status_code, replayed.headers.get("idempotent-replayed")) == (write.succeeds_with, "true")
+
+
+async def test_every_write_is_in_the_table(client: Client) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    writes = {
+        operation["operationId"]
+        for path in document["paths"].values()
+        for method, operation in path.items()
+        if method in {"post", "put", "patch", "delete"}
+    }
+    assert writes == set(WRITES)
