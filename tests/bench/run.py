@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from advanced_alchemy.alembic.commands import AlembicCommands
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from accounts.auth.passwords import HASHER
@@ -48,7 +50,13 @@ SERVER_URL = os.environ.get("BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1
 BENCH_DATABASE = "accounts_bench"
 ADMIN_EMAIL = "bench-admin@bench.example"
 ADMIN_PASSWORD = "bench password 1"
+LOGIN_ACCOUNTS = 1000
+"""Accounts the login scenario spreads over, as real sign-ins are: one account's attempts in progress are
+bounded by LOGIN_MAX_FAILURES_PER_ACCOUNT, so 64 connections on one account would mostly measure 429s."""
 WORKERS = 2
+SERVERS_CONNECTIONS = WORKERS * ((8 + 8 + 2 + 1 + 2) + 10 + (10 + 5))
+"""The most connections the three servers open together: Accounts' two pools, listener and queue pool, the
+ceiling's pool and the peer's (see `Bench.command`)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class Scenario:
     targets: tuple[str, ...]
     authenticated: bool = True
     body: str | None = None
+    logins: bool = False
+    """Each request's body is the password grant of a random one of LOGIN_ACCOUNTS accounts."""
     content_type: str | None = None
     accept: str = "application/json"
 
@@ -93,7 +103,7 @@ SCENARIOS = (
         "/api/v1/auth/token",
         ("accounts", "peer"),
         authenticated=False,
-        body=f"grant_type=password&username={ADMIN_EMAIL}&password={ADMIN_PASSWORD.replace(' ', '+')}",
+        logins=True,
         content_type="application/x-www-form-urlencoded",
     ),
 )
@@ -105,6 +115,8 @@ class Figure(msgspec.Struct, kw_only=True):
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    non_2xx_statuses: dict[str, int] = msgspec.field(default_factory=dict)
+    """Accounts only (from its /metrics): the non-2xx answers of the measured runs by status."""
 
 
 class ServerResult(msgspec.Struct, kw_only=True):
@@ -130,16 +142,25 @@ class Bench:
     workdir: Path
     dsn: str = ""
     ids_file: Path = field(default_factory=Path)
+    logins_file: Path = field(default_factory=Path)
     key_file: Path = field(default_factory=Path)
     public_key_file: Path = field(default_factory=Path)
 
     def prepare(self) -> None:
         self.dsn = make_url(SERVER_URL).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
         asyncio.run(_recreate_database(SERVER_URL, BENCH_DATABASE))
+        if (free := asyncio.run(_free_connections(SERVER_URL))) < SERVERS_CONNECTIONS:
+            print(
+                f"warning: PostgreSQL has {free} connections free, the servers may open {SERVERS_CONNECTIONS}:"
+                " expect 503s from whichever asks last (stop other clients or raise max_connections)",
+                flush=True,
+            )
         AlembicCommands(sqlalchemy_config(Settings(database_url=self.dsn))).upgrade()
         started = time.perf_counter()
         ids = asyncio.run(seed_users(self.dsn, self.args.users))
         asyncio.run(_insert_admin(self.dsn))
+        self.logins_file = self.workdir / "logins.txt"
+        self.logins_file.write_text("".join(f"{form}\n" for form in asyncio.run(_insert_login_accounts(self.dsn))))
         print(f"seeded {len(ids):,} users with COPY in {time.perf_counter() - started:.1f} s", flush=True)
         self.ids_file = self.workdir / "ids.txt"
         sample = ids[:: max(1, len(ids) // 20_000)]
@@ -169,6 +190,10 @@ class Bench:
                 "LOG_FORMAT": "json",
                 "JWT_SIGNING_KEY_FILE": str(self.key_file),
                 "LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
+                # Two pools of 8 (+2 overflow) a worker, with the ceiling's 10 and the peer's 15 a worker, stay
+                # within PostgreSQL's default 100 connections; past it, whoever asks last gets errors (503s).
+                "DATABASE_POOL_SIZE": "8",
+                "DATABASE_MAX_OVERFLOW": "2",
                 "DATA_DIR": str(self.workdir / "data"),  # shared with the import scenario's worker
             }
             return [sys.executable, "-m", "accounts", "serve"], env
@@ -210,19 +235,30 @@ class Bench:
             env["BENCH_IDS_FILE"] = str(self.ids_file)
         if scenario.body:
             env["BENCH_BODY"] = scenario.body
+        if scenario.logins:
+            env["BENCH_BODIES_FILE"] = str(self.logins_file)
         if scenario.content_type:
             env["BENCH_CONTENT_TYPE"] = scenario.content_type
         targets = [server for server in servers if server.target in scenario.targets]
         runs: dict[str, list[dict[str, int]]] = {server.target: [] for server in targets}
         for server in targets:
             _wrk(server.base, server.env_for(scenario, env), duration=2, connections=self.args.connections)
+        answered_before = {server.target: _non_2xx_answers(server) for server in targets}
         for _ in range(self.args.runs):
             for server in targets:
                 server_env = server.env_for(scenario, env)
                 runs[server.target].append(
                     _wrk(server.base, server_env, duration=self.args.duration, connections=self.args.connections)
                 )
-        return {target: _median(results) for target, results in runs.items()}
+        figures = {target: _median(results) for target, results in runs.items()}
+        for server in targets:
+            after = _non_2xx_answers(server)
+            figures[server.target].non_2xx_statuses = {
+                status: count - answered_before[server.target].get(status, 0)
+                for status, count in after.items()
+                if count > answered_before[server.target].get(status, 0)
+            }
+        return figures
 
 
 @dataclass
@@ -263,6 +299,18 @@ async def _recreate_database(server_url: str, name: str) -> None:
         await connection.close()
 
 
+async def _free_connections(server_url: str) -> int:
+    connection = await asyncpg.connect(server_url)
+    try:
+        free: int = await connection.fetchval(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int"
+            " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        )
+    finally:
+        await connection.close()
+    return free
+
+
 async def _insert_admin(dsn: str) -> None:
     connection = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
     try:
@@ -274,6 +322,41 @@ async def _insert_admin(dsn: str) -> None:
         )
     finally:
         await connection.close()
+
+
+async def _insert_login_accounts(dsn: str) -> list[str]:
+    """LOGIN_ACCOUNTS active users with the admin's password (one argon2 hash: a hash is per password, not per
+    user, as far as verifying goes); returns the form body that logs each in."""
+    hashed = HASHER.hash(ADMIN_PASSWORD)
+    rows = [(uuid.uuid4(), f"bench-login-{n}@bench.example", f"bench-login-{n}", hashed) for n in range(LOGIN_ACCOUNTS)]
+    connection = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.executemany(
+            "INSERT INTO users (id, email, username, hashed_password, is_active, is_superuser, token_version,"
+            " created_at, updated_at) VALUES ($1, $2, $3, $4, true, false, 0, now(), now())",
+            rows,
+        )
+    finally:
+        await connection.close()
+    password = ADMIN_PASSWORD.replace(" ", "+")
+    return [f"grant_type=password&username={email}&password={password}" for _, email, _, _ in rows]
+
+
+def _non_2xx_answers(server: Server) -> dict[str, int]:
+    """How many non-2xx answers Accounts has given so far, by status, from its own /metrics (the other servers
+    have none; wrk only counts them)."""
+    if server.target != "accounts":
+        return {}
+    time.sleep(1.2)  # each worker publishes its counts every second
+    answered: dict[str, int] = {}
+    metrics = httpx.get(f"{server.base}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(metrics):
+        if family.name == "accounts_http_requests":
+            for sample in family.samples:
+                status = sample.labels.get("status", "")
+                if sample.name.endswith("_total") and not status.startswith("2"):
+                    answered[status] = answered.get(status, 0) + int(sample.value)
+    return answered
 
 
 def _free_port() -> int:
@@ -357,6 +440,12 @@ def render(report: Report) -> str:
             f"| {_ratio(own.rps, top.rps if top else 0)} | {_ratio(own.rps, other.rps if other else 0)} "
             f"| {_ratio(own.p99_ms, other.p99_ms if other else 0)} |"
         )
+    unanswered = [
+        f"{name}: " + ", ".join(f"{count} x {status}" for status, count in sorted(figure.non_2xx_statuses.items()))
+        for name, figure in (accounts.scenarios.items() if accounts else [])
+        if figure.non_2xx_statuses
+    ]
+    lines += ["", f"Accounts' non-2xx answers by scenario: {'; '.join(unanswered) or 'none'}."]
     lines += ["", "| server | start to ready s | RSS per worker MB | errors (non-2xx / socket) |", "|---|---|---|---|"]
     for name, server in report.servers.items():
         non_2xx = sum(f.non_2xx for f in server.scenarios.values())

@@ -44,12 +44,14 @@ class ApiKey(Base):
 
 
 class LoginFailure(DefaultBase):
-    """Failed logins counted per account or per client address within a window."""
+    """Failed logins counted per account or per client address within a window, and the attempts in progress
+    (counted before their password is checked, so that concurrent guesses cannot overtake the limit)."""
 
     __tablename__ = "login_failures"
 
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
+    pending: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     window_started_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 

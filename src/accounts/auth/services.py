@@ -121,69 +121,80 @@ def to_key_read(key: ApiKey) -> ApiKeyRead:
     return msgspec.convert(key, ApiKeyRead, from_attributes=True)
 
 
-# Counts an attempt on each key unless one is at its limit within the window; a lapsed window starts again at 1.
-# Keys are locked in one order (sorted), so concurrent attempts on the same keys queue rather than deadlock.
+# An attempt is counted as pending on each key unless a key's failures and pending attempts reach its limit within
+# the window (a lapsed window starts again). Keys are locked in one order (sorted), so concurrent attempts on the
+# same keys queue rather than deadlock.
 _LAPSED = "f.window_started_at <= now() - make_interval(secs => :window)"
-_COUNT_ATTEMPT = text(
+_START_ATTEMPT = text(
     f"""
-    INSERT INTO login_failures AS f (key, failures, window_started_at)
-    SELECT key, 1, now() FROM unnest(CAST(:keys AS text[])) AS key ORDER BY key
+    WITH limits (key, max) AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:limits AS int[])))
+    INSERT INTO login_failures AS f (key, failures, pending, window_started_at)
+    SELECT key, 0, 1, now() FROM limits ORDER BY key
     ON CONFLICT (key) DO UPDATE SET
-        failures = CASE WHEN {_LAPSED} THEN 1 ELSE f.failures + 1 END,
+        failures = CASE WHEN {_LAPSED} THEN 0 ELSE f.failures END,
+        pending = CASE WHEN {_LAPSED} THEN 1 ELSE f.pending + 1 END,
         window_started_at = CASE WHEN {_LAPSED} THEN now() ELSE f.window_started_at END
-    WHERE {_LAPSED}
-       OR f.failures < (SELECT max FROM unnest(CAST(:keys AS text[]), CAST(:limits AS int[])) AS l (key, max)
-                        WHERE l.key = f.key)
+    WHERE {_LAPSED} OR f.failures + f.pending < (SELECT max FROM limits WHERE limits.key = f.key)
     RETURNING f.key
     """  # noqa: S608 - a constant fragment; values are bound parameters
 ).execution_options(bind_group=PRIMARY)
-_SECONDS_LEFT = text(
-    "SELECT ceil(extract(epoch FROM max(window_started_at) + make_interval(secs => :window) - now()))::int"
-    " FROM login_failures WHERE key = ANY(CAST(:keys AS text[]))"
+_BLOCKING = text(
+    "SELECT key, failures, ceil(extract(epoch FROM window_started_at + make_interval(secs => :window) - now()))::int"
+    " AS seconds_left FROM login_failures WHERE key = ANY(CAST(:keys AS text[]))"
+).execution_options(bind_group=PRIMARY)
+_FAILED = text(
+    "UPDATE login_failures SET failures = failures + 1, pending = greatest(pending - 1, 0)"
+    " WHERE key = ANY(CAST(:keys AS text[]))"
+).execution_options(bind_group=PRIMARY)
+# A success forgives the account's failures (not its other attempts still in progress) and is no failure elsewhere.
+_SUCCEEDED = text(
+    "UPDATE login_failures SET failures = CASE WHEN key = :account THEN 0 ELSE failures END,"
+    " pending = greatest(pending - 1, 0) WHERE key = ANY(CAST(:keys AS text[]))"
 ).execution_options(bind_group=PRIMARY)
 
 
 class Attempt:
-    """A password (or other secret) check already counted as a failure on its counters; a success takes it back."""
+    """A check of a password (or another secret) in progress, counted on its keys until it ends."""
 
     def __init__(self, session: AsyncSession, keys: list[str]) -> None:
         self.session = session
         self.keys = keys
 
+    async def failed(self) -> None:
+        """The secret was wrong: a failure on every key, committed at once (it must outlive the 401 that follows)."""
+        await self.session.execute(_FAILED, {"keys": self.keys})
+        await self.session.commit()
+
     async def succeeded(self) -> None:
-        """The secret was right: forgive the account's failures, and take this attempt back from the others."""
-        account, others = self.keys[0], self.keys[1:]
-        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == account))
-        if others:
-            await self.session.execute(
-                update(LoginFailure)
-                .where(LoginFailure.key.in_(others), LoginFailure.failures > 0)
-                .values(failures=LoginFailure.failures - 1)
-            )
+        """The secret was right: the account's failures are forgiven, in the caller's transaction."""
+        await self.session.execute(_SUCCEEDED, {"keys": self.keys, "account": self.keys[0]})
 
 
 class AttemptLimits:
     """Failed-attempt limits per account and per client address within LOGIN_FAILURE_WINDOW.
 
-    An attempt is counted before the secret is checked, in the statement that checks the limit: so of N
-    concurrent wrong guesses against a limit of 5, at most 5 are checked and the rest are refused (429)."""
+    An attempt counts against a limit from before its secret is checked (pending) until it ends (a failure, or
+    nothing): so of N concurrent wrong guesses against a limit of 5, at most 5 are checked; the rest are refused."""
 
     def __init__(self, session: AsyncSession, window: int) -> None:
         self.session = session
         self.window = window
 
     async def start(self, limits: dict[str, int]) -> Attempt:
-        """Count an attempt on each key of `limits` (the account's first) or, if one is at its limit, none:
+        """Count an attempt on each key of `limits` (the account's first), or on none when one is at its limit:
         TooManyAttempts, and the caller's transaction is not committed."""
-        keys, maxima = list(limits), list(limits.values())
-        counted = (
-            await self.session.execute(_COUNT_ATTEMPT, {"keys": keys, "limits": maxima, "window": self.window})
-        ).scalars()
-        blocked = set(keys) - set(counted)
-        if blocked:
-            seconds = await self.session.scalar(_SECONDS_LEFT, {"keys": sorted(blocked), "window": self.window})
-            raise TooManyAttempts("Too many failed logins; try again later.", retry_after=max(1, int(seconds or 1)))
-        return Attempt(self.session, keys)
+        keys = list(limits)
+        started = await self.session.scalars(
+            _START_ATTEMPT, {"keys": keys, "limits": list(limits.values()), "window": self.window}
+        )
+        blocked = set(keys) - set(started)
+        if not blocked:
+            return Attempt(self.session, keys)
+        rows = (await self.session.execute(_BLOCKING, {"keys": sorted(blocked), "window": self.window})).all()
+        if waits := [row.seconds_left for row in rows if row.failures >= limits[row.key]]:
+            raise TooManyAttempts("Too many failed logins; try again later.", retry_after=max(1, *waits))
+        # Only attempts still in progress are in the way: one of them ends within the second.
+        raise TooManyAttempts("Too many logins to this account are in progress; try again in a moment.", retry_after=1)
 
 
 class AuthService:
@@ -217,7 +228,8 @@ class AuthService:
         await self.session.commit()  # hand the connection back while argon2 runs (~30 ms, often queued)
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
-            raise AuthenticationFailed(WRONG_CREDENTIALS, error="invalid_grant")  # the attempt stays counted
+            await attempt.failed()
+            raise AuthenticationFailed(WRONG_CREDENTIALS, error="invalid_grant")
         if hashed is not None and needs_rehash(hashed):
             user.hashed_password = await hash_password(password)
         await attempt.succeeded()
@@ -251,6 +263,7 @@ class AuthService:
         ).scalar_one_or_none()
         await self.session.commit()  # hand the connection back while argon2 runs
         if user is None or not await verify_password(user.hashed_password, current):
+            await attempt.failed()
             raise AuthenticationFailed("The current password is wrong.", error="invalid_grant")
         user.hashed_password = await hash_password(new)
         await attempt.succeeded()

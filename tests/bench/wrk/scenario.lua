@@ -1,6 +1,7 @@
 -- One wrk script for every scenario, steered by environment variables:
 --   BENCH_METHOD, BENCH_PATH (a "{id}" in it takes a random id from BENCH_IDS_FILE), BENCH_TOKEN,
---   BENCH_BODY, BENCH_CONTENT_TYPE and BENCH_ACCEPT. done() prints one JSON line the runner reads.
+--   BENCH_BODY (or a random line of BENCH_BODIES_FILE per request), BENCH_CONTENT_TYPE and BENCH_ACCEPT.
+--   done() prints one JSON line the runner reads.
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local token = os.getenv("BENCH_TOKEN")
@@ -8,11 +9,16 @@ local body = os.getenv("BENCH_BODY")
 local content_type = os.getenv("BENCH_CONTENT_TYPE")
 local accept = os.getenv("BENCH_ACCEPT") or "application/json"
 local ids = {}
+local bodies = {}
 
 function init(args)
   local file = os.getenv("BENCH_IDS_FILE")
   if file then
     for line in io.lines(file) do ids[#ids + 1] = line end
+  end
+  local bodies_file = os.getenv("BENCH_BODIES_FILE")
+  if bodies_file then
+    for line in io.lines(bodies_file) do bodies[#bodies + 1] = line end
   end
   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
   wrk.headers["Accept"] = accept
@@ -23,6 +29,7 @@ end
 function request()
   local target = path
   if #ids > 0 then target = path:gsub("{id}", ids[math.random(#ids)]) end
+  if #bodies > 0 then return wrk.format(method, target, nil, bodies[math.random(#bodies)]) end
   return wrk.format(method, target, nil, body)
 end
 

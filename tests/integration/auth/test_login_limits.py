@@ -206,3 +206,19 @@ async def test_concurrent_wrong_passwords_check_no_more_than_the_limit(
         assert (await live.post(TOKEN, data=right)).status_code == 429
     key = f"account:{account_a.id}"
     assert await sql(database_url, "SELECT failures FROM login_failures WHERE key = $1", key) == [(5,)]
+
+
+async def test_concurrent_right_passwords_are_never_counted_as_failures(
+    live_url: str, account_a: Account, database_url: str
+) -> None:
+    """Logins in progress hold a place under the limit until they end; beyond it a caller is asked to come back in
+    a second (429, Retry-After: 1), and no success is left counted."""
+    form = {"grant_type": "password", "username": account_a.username, "password": account_a.password}
+    async with httpx.AsyncClient(base_url=live_url, timeout=60) as live:
+        answers = await asyncio.gather(*(live.post(TOKEN, data=form) for _ in range(12)))
+        assert {answer.status_code for answer in answers} <= {200, 429}
+        assert sum(answer.status_code == 200 for answer in answers) >= 5
+        assert {answer.headers["retry-after"] for answer in answers if answer.status_code == 429} <= {"1"}
+        assert (await live.post(TOKEN, data=form)).status_code == 200
+    key = f"account:{account_a.id}"
+    assert await sql(database_url, "SELECT failures, pending FROM login_failures WHERE key = $1", key) == [(0, 0)]
