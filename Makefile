@@ -8,7 +8,7 @@ export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --no-sync
 
-.PHONY: help uv install run worker test lint format migrate migration bench clients openapi clean
+.PHONY: help uv install run worker test faults lint format migrate migration bench clients openapi clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ worker: install ## Run a job worker (queue on REDIS_URL, else on the database; e
 
 test: install ## Run the tests against a real PostgreSQL (local server, else embedded)
 	$(RUN) pytest
+
+faults: install ## Run only the fault suite (tests/faults: failed commits, killed connections, outages; part of make test)
+	$(RUN) pytest -s tests/faults
 
 lint: install ## Ruff (lint and format check) and mypy
 	$(RUN) ruff check src tests migrations

@@ -4,7 +4,8 @@ The queue lives on Redis when REDIS_URL is set, otherwise on the app's own Postg
 queue, in its own `saq_*` tables), so the embedded database needs nothing more. Run a worker with
 `accounts worker` (`make worker`); on SIGTERM it lets running jobs finish for SHUTDOWN_TIMEOUT
 seconds, then cancels them, and SAQ puts them back on the queue. A job whose worker was killed is
-swept back onto the queue once its heartbeat (or timeout) has passed.
+swept back onto the queue once its heartbeat (or timeout) has passed; long jobs keep a short heartbeat
+fresh while they run, and each run is fenced by an advisory lock (accounts.jobs.services.job_task).
 """
 
 from __future__ import annotations
@@ -103,11 +104,9 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
         tracing.carry_context(queue)
 
     async def startup(ctx: WorkerContext) -> None:
+        # A job run's fence is a session advisory lock on its connection: never through PgBouncer.
         pool = await asyncpg.create_pool(
-            settings.asyncpg_database_url,
-            min_size=1,
-            max_size=settings.worker_concurrency + 1,
-            statement_cache_size=settings.statement_cache_size,
+            settings.asyncpg_direct_url, min_size=1, max_size=settings.worker_concurrency + 1
         )
         ctx["settings"] = settings
         ctx["pool"] = pool
@@ -160,6 +159,7 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
         shutdown_grace_period_s=settings.shutdown_timeout,
         dequeue_timeout=1.0,  # idle loops wake each second, so a stopping worker need not wait out the grace period
         # SAQ's defaults, but a sweep every 10 s (not 60): a killed worker's jobs go back on the queue sooner.
+        # (On Redis the sweep's lock lasts as long as this interval: SAQ passes it as `sweep(lock=...)`.)
         timers=PartialTimersDict(schedule=1, worker_info=10, sweep=10, abort=1),
     )
 

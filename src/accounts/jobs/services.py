@@ -1,21 +1,25 @@
 """Jobs: starting background work on the queue, following it, and stopping it.
 
 The API side creates the `jobs` row and enqueues the SAQ job under the same id (`Jobs.submit`); the
-worker side reports progress through a `JobRun`, and the worker's hooks (accounts.worker) record each
-attempt's start and end, so the row always says what SAQ did.
+worker side runs the task as a `job_task`, which reports progress through a `JobRun`, and the worker's
+hooks (accounts.worker) record each attempt's start and end, so the row always says what SAQ did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import asyncpg
 import structlog
 from advanced_alchemy.exceptions import NotFoundError
+from asyncpg.pool import PoolConnectionProxy
 from litestar.exceptions import ClientException
 from saq import Job, Queue
 from saq.types import Context
@@ -25,6 +29,10 @@ from accounts.config import Settings
 from accounts.jobs.schemas import JobProgress, JobRead
 
 log = structlog.get_logger("accounts.jobs")
+P = ParamSpec("P")
+R = TypeVar("R")
+_FENCE_KEY = "hashtextextended($1::uuid::text, 0)"
+"""A job id as the bigint key of the advisory lock that fences its runs (see `job_task`)."""
 
 _COLUMNS = (
     "id, kind, owner, status, attempts, processed, total, failed, error, result_path,"
@@ -54,6 +62,8 @@ class JobSpec:
     timeout: int
     retries: int = 3
     heartbeat: int = 0
+    """Seconds without a heartbeat after which a sweep takes the attempt's worker for dead (0: only the
+    timeout counts). A `job_task` refreshes it every third of that while it runs."""
     retry_delay: float = 1.0  # doubled after each attempt (SAQ's back-off)
 
 
@@ -178,19 +188,7 @@ class AttemptLog:
             return
         pending, self._pending = self._pending, {}
         try:
-            await self.pool.execute(
-                "UPDATE jobs SET status = u.status, attempts = greatest(jobs.attempts, u.attempts),"
-                " error = CASE WHEN u.status = 'active' THEN jobs.error ELSE u.error END,"
-                " started_at = coalesce(jobs.started_at, now()),"
-                " finished_at = CASE WHEN u.status IN ('queued', 'active') THEN NULL ELSE now() END,"
-                " updated_at = now()"
-                " FROM unnest($1::uuid[], $2::varchar[], $3::int[], $4::text[]) AS u (id, status, attempts, error)"
-                " WHERE jobs.id = u.id AND jobs.status NOT IN ('aborted', 'complete', 'failed')",
-                list(pending),
-                [status for status, _, _ in pending.values()],
-                [attempt for _, attempt, _ in pending.values()],
-                [error for _, _, error in pending.values()],
-            )
+            await _record_attempts(self.pool, pending)
         except BaseException:
             self._pending = pending | self._pending  # newer records win; the next flush retries the rest
             raise
@@ -206,6 +204,25 @@ class AttemptLog:
                     log.warning("could not record job attempts; retrying", exc_info=True)
         finally:
             await self.flush()
+
+
+async def _record_attempts(
+    executor: asyncpg.Pool | PoolConnectionProxy[asyncpg.Record], attempts: dict[UUID, tuple[str, int, str | None]]
+) -> None:
+    """Write how attempts started or ended, by job id: (status, attempt, error). A final row stays final."""
+    await executor.execute(
+        "UPDATE jobs SET status = u.status, attempts = greatest(jobs.attempts, u.attempts),"
+        " error = CASE WHEN u.status = 'active' THEN jobs.error ELSE u.error END,"
+        " started_at = coalesce(jobs.started_at, now()),"
+        " finished_at = CASE WHEN u.status IN ('queued', 'active') THEN NULL ELSE now() END,"
+        " updated_at = now()"
+        " FROM unnest($1::uuid[], $2::varchar[], $3::int[], $4::text[]) AS u (id, status, attempts, error)"
+        " WHERE jobs.id = u.id AND jobs.status NOT IN ('aborted', 'complete', 'failed')",
+        list(attempts),
+        [status for status, _, _ in attempts.values()],
+        [attempt for _, attempt, _ in attempts.values()],
+        [error for _, _, error in attempts.values()],
+    )
 
 
 class Jobs:
@@ -260,13 +277,14 @@ class Jobs:
 
 
 class JobRun:
-    """A task's handle on its job while it runs: progress and the result file."""
+    """A task's handle on its job while it runs: the connection it works on, progress and the result file."""
 
-    def __init__(self, job_id: UUID, store: JobStore, job: Job, results_dir: Path) -> None:
+    def __init__(self, ctx: WorkerContext, job_id: UUID, connection: PoolConnectionProxy[asyncpg.Record]) -> None:
         self.id = job_id
-        self.store = store
-        self.job = job
-        self.results_dir = results_dir
+        self.job = ctx["job"]
+        self.store = ctx["jobs"]
+        self.settings = ctx["settings"]
+        self.connection = connection  # holds the run's fence (job_task): the task does its work on it too
 
     async def report(self, *, processed: int, total: int | None = None, failed: int = 0) -> None:
         await self.store.progress(self.id, self.job.attempts, processed=processed, total=total, failed=failed)
@@ -276,20 +294,72 @@ class JobRun:
             await self.job.update()
 
     def result_file(self, suffix: str) -> Path:
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        return self.results_dir / f"{self.id}{suffix}"
+        results_dir = self.settings.data_path / "jobs"
+        results_dir.mkdir(parents=True, exist_ok=True)
+        return results_dir / f"{self.id}{suffix}"
 
     async def keep_result(self, path: Path, media_type: str) -> None:
         await self.store.set_result(self.id, path, media_type)
 
 
-def job_run(ctx: WorkerContext) -> JobRun:
-    """The running task's handle on its job record (for tasks started through `Jobs.submit`)."""
-    job_id = tracked_id(ctx)
-    if job_id is None:
-        msg = f"{ctx['job'].function} was not started through Jobs.submit"
-        raise RuntimeError(msg)
-    return JobRun(job_id, ctx["jobs"], ctx["job"], ctx["settings"].data_path / "jobs")
+def job_task(
+    task: Callable[Concatenate[JobRun, P], Awaitable[R]],
+) -> Callable[Concatenate[WorkerContext, P], Awaitable[R | None]]:
+    """The SAQ task that runs `task` for a job started through `Jobs.submit`, one run of a job at a time.
+
+    A run works on one pool connection holding a session advisory lock on the job id. A run swept back
+    onto the queue while an earlier one still lives (its event loop stalled past the heartbeat) waits for
+    that one to end, then does nothing if the job is finished. A killed worker's connection closes, and
+    the pool unlocks a connection given back, so the lock never outlives its run. While a task with a
+    heartbeat runs, a ticker keeps the heartbeat fresh."""
+
+    @functools.wraps(task)
+    async def fenced(ctx: WorkerContext, /, *args: P.args, **kwargs: P.kwargs) -> R | None:
+        job_id = tracked_id(ctx)
+        if job_id is None:
+            msg = f"{ctx['job'].function} was not started through Jobs.submit"
+            raise RuntimeError(msg)
+        async with ctx["pool"].acquire() as connection, _heartbeat(ctx["job"]):
+            if not await connection.fetchval(f"SELECT pg_try_advisory_lock({_FENCE_KEY})", job_id):
+                log.warning("an earlier run of this job is still going; waiting for it to end")
+                await connection.execute(f"SELECT pg_advisory_lock({_FENCE_KEY})", job_id)
+            # Read after the lock is held, in a statement of its own: its snapshot must follow the earlier run.
+            if await connection.fetchval(
+                "SELECT status IN ('aborted', 'complete', 'failed') FROM jobs WHERE id = $1", job_id
+            ):
+                log.info("the job has already finished; this attempt does nothing")
+                return None
+            result = await task(JobRun(ctx, job_id, connection), *args, **kwargs)
+            # Complete before the lock is let go, so that the next run to take it sees the work done.
+            await _record_attempts(connection, {job_id: ("complete", ctx["job"].attempts, None)})
+            return result
+
+    return fenced
+
+
+@asynccontextmanager
+async def _heartbeat(job: Job) -> AsyncIterator[None]:
+    """SAQ's heartbeat refreshed every third of it while the block runs, whether or not the task reports:
+    a dead worker's job is swept soon after its short heartbeat, however long the job may take. The ticker
+    stops with the block, before the task returns, so it never writes over the status SAQ then records."""
+    if not job.heartbeat:
+        yield
+        return
+    ticker = asyncio.create_task(_beat(job))
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        await asyncio.wait({ticker})
+
+
+async def _beat(job: Job) -> None:
+    while True:
+        await asyncio.sleep(job.heartbeat / 3)
+        try:
+            await job.update()
+        except Exception:  # a queue blip must not fail the job; the next beat tries again
+            log.warning("could not refresh the job's heartbeat", exc_info=True)
 
 
 def tracked_id(ctx: Context) -> UUID | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -60,6 +61,20 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int) -> int:
         path.unlink(missing_ok=True)
         raise
     return size
+
+
+@contextmanager
+def write_whole(path: Path) -> Iterator[BinaryIO]:
+    """A file for writing that appears at `path` only once the block ends without error: it is written
+    under a temporary name, then renamed, so a reader sees all of it or none. On failure it is removed."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("wb") as file:
+            yield file
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def csv_header(path: Path) -> list[str]:

@@ -11,13 +11,22 @@ import structlog
 
 from accounts.auth.passwords import hash_password
 from accounts.config import Settings
-from accounts.jobs.services import JobRun, JobSpec, WorkerContext, job_run
-from accounts.users.bulk import MEDIA_TYPES, ExportWriter, RowChecker, count_rows, encode_errors, read_rows
+from accounts.jobs.services import JobRun, JobSpec, job_task
+from accounts.users.bulk import (
+    MEDIA_TYPES,
+    ExportWriter,
+    RowChecker,
+    count_rows,
+    encode_errors,
+    read_rows,
+    write_whole,
+)
 from accounts.users.schemas import ImportFormat, OnDuplicate, RowError, UserCreate, UserExportQuery
 from accounts.users.services import UserExports, UserImportBatches
 
-IMPORT_JOB = JobSpec(timeout=3600, retries=3, heartbeat=300)
-EXPORT_JOB = JobSpec(timeout=3600, retries=3, heartbeat=300)
+# A short heartbeat (kept fresh by job_task's ticker): a killed worker's job runs again within a minute.
+IMPORT_JOB = JobSpec(timeout=3600, retries=3, heartbeat=15)
+EXPORT_JOB = JobSpec(timeout=3600, retries=3, heartbeat=15)
 IMPORT_BATCH = 5_000
 EXPORT_BATCH = 5_000
 ERROR_REPORT_MEDIA_TYPE = "application/x-ndjson"
@@ -40,8 +49,9 @@ class ImportCounts(msgspec.Struct, kw_only=True):
     failed: int = 0
 
 
+@job_task
 async def import_users(
-    ctx: WorkerContext,
+    run: JobRun,
     *,
     job_id: str,  # noqa: ARG001
     upload: str,
@@ -50,45 +60,40 @@ async def import_users(
 ) -> dict[str, Any]:
     """Import the users of an uploaded NDJSON or CSV file; the result is the error report (NDJSON of
     RowError). A retry starts again from the top: rows already written are duplicates then."""
-    run = job_run(ctx)
-    source = upload_path(ctx["settings"], upload)
-    job = ctx["job"]
+    source = upload_path(run.settings, upload)
     finished = False
     try:
-        counts = await _import(run, ctx, source, format, on_duplicate)
+        counts = await _import(run, source, format, on_duplicate)
         finished = True
     finally:
-        if finished or job.attempts >= job.retries:
+        if finished or run.job.attempts >= run.job.retries:
             source.unlink(missing_ok=True)
     log.info("users imported", **msgspec.structs.asdict(counts))
     return msgspec.structs.asdict(counts)
 
 
-async def _import(
-    run: JobRun, ctx: WorkerContext, source: Path, file_format: ImportFormat, on_duplicate: OnDuplicate
-) -> ImportCounts:
+async def _import(run: JobRun, source: Path, file_format: ImportFormat, on_duplicate: OnDuplicate) -> ImportCounts:
     total = count_rows(source, file_format)
     counts = ImportCounts()
     checker = RowChecker()
     report_path = run.result_file(".errors.ndjson")
     await run.report(processed=0, total=total)
-    async with ctx["pool"].acquire() as connection:
-        batches = UserImportBatches(connection, on_duplicate)
-        with source.open("rb") as file, report_path.open("wb") as report:
-            valid: list[tuple[int, UserCreate]] = []
-            errors: list[RowError] = []
-            for line, parsed in read_rows(file, file_format):
-                counts.rows += 1
-                checked = checker.check(line, parsed) if isinstance(parsed, UserCreate) else parsed
-                if isinstance(checked, str):
-                    errors.append(RowError(line=line, error=checked))
-                else:
-                    valid.append((line, checked))
-                if len(valid) + len(errors) >= IMPORT_BATCH:
-                    await _write_batch(batches, valid, errors, counts, report)
-                    await run.report(processed=counts.rows, total=max(total, counts.rows), failed=counts.failed)
-                    valid, errors = [], []
-            await _write_batch(batches, valid, errors, counts, report)
+    batches = UserImportBatches(run.connection, on_duplicate)
+    with source.open("rb") as file, write_whole(report_path) as report:
+        valid: list[tuple[int, UserCreate]] = []
+        errors: list[RowError] = []
+        for line, parsed in read_rows(file, file_format):
+            counts.rows += 1
+            checked = checker.check(line, parsed) if isinstance(parsed, UserCreate) else parsed
+            if isinstance(checked, str):
+                errors.append(RowError(line=line, error=checked))
+            else:
+                valid.append((line, checked))
+            if len(valid) + len(errors) >= IMPORT_BATCH:
+                await _write_batch(batches, valid, errors, counts, report)
+                await run.report(processed=counts.rows, total=max(total, counts.rows), failed=counts.failed)
+                valid, errors = [], []
+        await _write_batch(batches, valid, errors, counts, report)
     await run.report(processed=counts.rows, total=counts.rows, failed=counts.failed)
     await run.keep_result(report_path, ERROR_REPORT_MEDIA_TYPE)
     return counts
@@ -124,8 +129,9 @@ async def _with_password_hashes(
     return rows
 
 
+@job_task
 async def export_users(
-    ctx: WorkerContext,
+    run: JobRun,
     *,
     job_id: str,  # noqa: ARG001
     format: ImportFormat,
@@ -134,14 +140,14 @@ async def export_users(
     q: str | None = None,
 ) -> dict[str, Any]:
     """Write the users the filters select, in keyset order, to a file that `GET /jobs/{id}/result` serves."""
-    run = job_run(ctx)
     query = UserExportQuery(format=format, is_active=is_active, email=email, q=q)
-    exports = UserExports(ctx["pool"])
+    # UserExports only runs queries, which the run's connection takes as a pool does (its annotation is too narrow).
+    exports = UserExports(run.connection)
     total = await exports.count(query)
     await run.report(processed=0, total=total)
     path = run.result_file(f".{format}")
     written = 0
-    with path.open("wb") as file:
+    with write_whole(path) as file:
         writer = ExportWriter(file, format)
         async for page in exports.pages(query, EXPORT_BATCH):
             writer.write(page)

@@ -278,14 +278,14 @@ class UserExports:
     """The users an export selects, in keyset order (created_at, id): a page per query, so memory stays
     flat with table size. Rows that change while an export runs may appear in either state."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    def __init__(self, connection: asyncpg.Connection | PoolConnectionProxy) -> None:
+        self.connection = connection
 
     async def count(self, query: UserExportQuery) -> int:
         values: list[object] = []
         conditions = _filters(query, values)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        total: int = await self.pool.fetchval(f"SELECT count(*) FROM users {where}", *values)  # noqa: S608
+        total: int = await self.connection.fetchval(f"SELECT count(*) FROM users {where}", *values)  # noqa: S608
         return total
 
     async def pages(self, query: UserExportQuery, size: int) -> AsyncIterator[list[UserExportRow]]:
@@ -297,7 +297,7 @@ class UserExports:
                 values.extend(after)
                 conditions.append(f"(created_at, id) > (${len(values) - 1}, ${len(values)})")
             where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-            records = await self.pool.fetch(
+            records = await self.connection.fetch(
                 f"SELECT email, username, full_name, bio, created_at, id FROM users {where}"  # noqa: S608
                 " ORDER BY created_at, id LIMIT $1",
                 *values,

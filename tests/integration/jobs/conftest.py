@@ -25,6 +25,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from saq import Job
 
 from accounts import worker
 from accounts.app import create_app
@@ -46,10 +47,14 @@ Client = AsyncTestClient[Litestar]
 # --- the queue ----------------------------------------------------------------------------------
 
 
+_SESSION_QUEUE_NAME = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-async def queue_name() -> AsyncIterator[str]:
-    """This session's queue name, in force for every queue `accounts.worker.make_queue` makes."""
-    name = f"accounts-test-{uuid.uuid4().hex[:10]}"
+async def queue_name(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """This session's queue name, in force for every queue `accounts.worker.make_queue` makes. A test module
+    elsewhere that imports these fixtures has copies of them of its own: every copy patches the same name."""
+    name = request.config.stash.setdefault(_SESSION_QUEUE_NAME, f"accounts-test-{uuid.uuid4().hex[:10]}")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(worker, "QUEUE_NAME", name)
         yield name
@@ -251,6 +256,15 @@ async def saq_status(jobs: Jobs, job_id: uuid.UUID) -> str | None:
     """What SAQ itself says of the job (None once it has forgotten it)."""
     job = await jobs.queue.job(str(job_id))
     return None if job is None else job.status.value
+
+
+async def wait_for_saq_status(jobs: Jobs, key: str, status: str, *, within: float = 15.0) -> Job:
+    """Poll SAQ's own record of the job under `key` until its status is `status`; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while (job := await jobs.queue.job(key)) is None or job.status.value != status:
+        assert time.monotonic() < deadline, f"after {within} s: {job}"
+        await asyncio.sleep(0.05)
+    return job
 
 
 # --- callers ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Test-only SAQ tasks, registered in `accounts.worker.TASKS` by the tests (never by src).
 
-Each takes `job_id` (as `Jobs.submit` passes it) and reports through `job_run(ctx)`, as a production task
-would. `ATTEMPTS` and `GATES` only work in-process (the worker runs on the test's event loop).
+Each takes `job_id` (as `Jobs.submit` passes it); those that report run as a `job_task`, as a production
+task would. `ATTEMPTS` and `GATES` only work in-process (the worker runs on the test's event loop).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from accounts.jobs.services import JobSpec, WorkerContext, job_run
+from accounts.jobs.services import JobRun, JobSpec, WorkerContext, job_task
 
 log = structlog.get_logger("tests.jobs")
 
@@ -26,10 +26,10 @@ CANCELLED: set[str] = set()
 FAILURE = "the frobnicator is out of order"
 
 
-async def count_to(ctx: WorkerContext, *, job_id: str, total: int, step: float = 0.0, hold: bool = False) -> int:
+@job_task
+async def count_to(run: JobRun, *, job_id: str, total: int, step: float = 0.0, hold: bool = False) -> int:
     """Report progress `1..total` of `total`, `step` seconds apart; with `hold`, wait at 1 for `GATES[job_id]`."""
     ATTEMPTS[job_id].append(time.monotonic())
-    run = job_run(ctx)
     log.info("counting", total=total)
     try:
         for processed in range(1, total + 1):
@@ -45,14 +45,15 @@ async def count_to(ctx: WorkerContext, *, job_id: str, total: int, step: float =
     return total
 
 
-async def flaky(ctx: WorkerContext, *, job_id: str, failures: int) -> str:
+@job_task
+async def flaky(run: JobRun, *, job_id: str, failures: int) -> str:
     """Fail the first `failures` attempts, then succeed."""
     ATTEMPTS[job_id].append(time.monotonic())
-    attempt = ctx["job"].attempts
+    attempt = run.job.attempts
     log.info("flaky attempt", failures=failures)
     if attempt <= failures:
         raise ValueError(f"flaky attempt {attempt} failed")
-    await job_run(ctx).report(processed=1, total=1)
+    await run.report(processed=1, total=1)
     return "done"
 
 
@@ -72,10 +73,10 @@ async def noop(ctx: WorkerContext, *, job_id: str) -> None:
     ATTEMPTS[job_id].append(time.monotonic())
 
 
-async def write_result(ctx: WorkerContext, *, job_id: str, content: str, suffix: str, media_type: str) -> int:
+@job_task
+async def write_result(run: JobRun, *, job_id: str, content: str, suffix: str, media_type: str) -> int:
     """Write `content` to the job's result file and keep it, as an export does."""
     ATTEMPTS[job_id].append(time.monotonic())
-    run = job_run(ctx)
     path = run.result_file(suffix)
     path.write_text(content, encoding="utf-8")
     await run.keep_result(path, media_type)

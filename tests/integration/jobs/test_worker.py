@@ -4,11 +4,22 @@ follows SAQ from queued to active to complete or failed, with attempts, progress
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from saq import Job
 
 from accounts.jobs.schemas import JobProgress
 from accounts.jobs.services import Jobs, JobSpec
-from tests.integration.jobs.conftest import InProcessWorker, saq_status, wait_for, wait_for_status
+from tests.integration.auth.support import sql
+from tests.integration.jobs.conftest import (
+    InProcessWorker,
+    saq_status,
+    wait_for,
+    wait_for_saq_status,
+    wait_for_status,
+)
 from tests.integration.jobs.tasks import ATTEMPTS, FAILURE, GATES, QUICK
 
 OWNER = "user:0196a000-0000-7000-8000-000000000001"
@@ -151,3 +162,64 @@ async def test_the_error_of_a_multi_line_message_still_names_the_exception(
 
     assert "\n" not in failed["error"]
     assert failed["error"].startswith("RuntimeError: the upload could not be parsed"), failed["error"]
+
+
+# --- one run of a job at a time, with a fresh heartbeat -----------------------------------------
+
+
+async def waiting_for_locks(database_url: str) -> int:
+    """Sessions of the test database waiting for an advisory lock (SAQ's own locks never wait)."""
+    [record] = await sql(
+        database_url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    return int(record[0])
+
+
+async def test_a_second_run_of_a_job_waits_for_the_first_and_then_does_nothing_as_the_job_is_complete(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker, database_url: str
+) -> None:
+    job_id = await jobs.submit("test_count_to", QUICK, OWNER, total=2, hold=True)
+    await wait_for(jobs, job_id, lambda row: row["processed"] == 1)
+    # As when a sweep takes a stalled but live worker for dead and the job runs again (here under another
+    # SAQ key, so that SAQ runs both at once); the fence is on the job id.
+    again = Job("test_count_to", kwargs={"job_id": str(job_id), "total": 2}, key=f"{job_id}-again", timeout=30)
+    await jobs.queue.enqueue(again)
+    deadline = time.monotonic() + 15
+    while await waiting_for_locks(database_url) == 0:
+        assert time.monotonic() < deadline, "the second run never waited for the first"
+        await asyncio.sleep(0.05)
+    assert len(ATTEMPTS[str(job_id)]) == 1, "the second run waits before it does anything"
+
+    GATES[str(job_id)].set()
+    second = await wait_for_saq_status(jobs, again.key, "complete")
+
+    assert second.result is None
+    assert len(ATTEMPTS[str(job_id)]) == 1, "the second run found the job complete and did nothing"
+    done = await jobs.store.get(job_id)
+    assert (done["status"], done["processed"], done["total"]) == ("complete", 2, 2)
+    assert await waiting_for_locks(database_url) == 0
+
+
+async def test_a_silent_task_keeps_its_heartbeat_fresh_until_it_returns(
+    backend: str, jobs: Jobs, running_worker: InProcessWorker
+) -> None:
+    heartbeat = 1
+    job_id = await jobs.submit(
+        "test_count_to", JobSpec(timeout=30, retries=1, heartbeat=heartbeat), OWNER, total=1, hold=True
+    )
+    await wait_for(jobs, job_id, lambda row: row["processed"] == 1)
+
+    await asyncio.sleep(2.5 * heartbeat)  # the task reports nothing while it waits at its gate
+    silent = await jobs.queue.job(str(job_id))
+    assert silent is not None
+    assert silent.status.value == "active"
+    assert not silent.stuck, "a sweep now would take the live worker for dead"
+
+    GATES[str(job_id)].set()
+    finished = await wait_for_saq_status(jobs, str(job_id), "complete")
+    await asyncio.sleep(heartbeat)  # three beats' time: a ticker still running would have written by now
+    later = await jobs.queue.job(str(job_id))
+    assert later is not None
+    assert (later.status.value, later.touched) == ("complete", finished.touched)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,9 +13,20 @@ import msgspec
 import pytest
 
 from accounts.auth.passwords import hash_password
+from accounts.config import Settings
 from tests.conftest import insert_api_key
 from tests.integration.auth.support import PASSWORD, bearer, insert_user, log_in, sql
-from tests.integration.users.bulk import CSV, EXPORTS, NDJSON, USERS, Client, run_export, run_import, users_table
+from tests.integration.users.bulk import (
+    CSV,
+    EXPORTS,
+    FINAL,
+    NDJSON,
+    USERS,
+    Client,
+    run_export,
+    run_import,
+    users_table,
+)
 from tests.problems import assert_problem
 
 
@@ -115,13 +128,19 @@ async def test_an_export_round_trips_through_import(
     assert again == content  # the same users again, in the same order
 
 
-async def test_an_export_pages_through_many_users_in_keyset_order(bulk_client: Client, database_url: str) -> None:
+async def insert_users(database_url: str, count: int) -> None:
+    """`count` users written with SQL, with created_at times that often tie (the keyset's id breaks ties)."""
     await sql(
         database_url,
         "INSERT INTO users (id, email, username, created_at, updated_at)"
         " SELECT gen_random_uuid(), 'user' || n || '@example.com', 'user' || n,"
-        " now() - make_interval(secs => n % 100), now() FROM generate_series(1, 12000) AS n",
+        " now() - make_interval(secs => n % 100), now() FROM generate_series(1, $1::int) AS n",
+        count,
     )
+
+
+async def test_an_export_pages_through_many_users_in_keyset_order(bulk_client: Client, database_url: str) -> None:
+    await insert_users(database_url, 12_000)
     expected = [
         record["email"] for record in await sql(database_url, "SELECT email FROM users ORDER BY created_at, id")
     ]
@@ -130,6 +149,29 @@ async def test_an_export_pages_through_many_users_in_keyset_order(bulk_client: C
 
     assert [row["email"] for row in lines(content)] == expected
     assert job["progress"] == {"processed": 12_000, "total": 12_000, "failed": 0}
+
+
+async def test_an_export_file_is_only_ever_seen_whole(
+    bulk_client: Client, bulk_settings: Settings, database_url: str
+) -> None:
+    await insert_users(database_url, 12_000)
+    response = await bulk_client.post(EXPORTS)
+    assert response.status_code == 202, response.text
+    job_url = response.headers["location"]
+    path = bulk_settings.data_path / "jobs" / f"{response.json()['id']}.ndjson"
+
+    rows_seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    while (job := (await bulk_client.get(job_url)).json())["status"] not in FINAL:
+        if path.exists():
+            rows_seen.add(len(path.read_bytes().splitlines()))
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0)
+
+    assert job["status"] == "complete", job
+    assert rows_seen <= {12_000}, "a reader saw part of the file"
+    assert len(path.read_bytes().splitlines()) == 12_000
+    assert list(path.parent.glob(f".{path.name}*")) == [], "no temporary file is left behind"
 
 
 # --- who may export -----------------------------------------------------------------------------
