@@ -20,6 +20,7 @@ from advanced_alchemy.exceptions import NotFoundError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, ParameterKwarg
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy import Index
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
@@ -104,11 +105,12 @@ def problem_response(
 _NAMED_FIELD = re.compile(r"field `([^`]+)`")
 
 
-def _field_errors(extra: Any) -> list[FieldError]:
+def _field_errors(request: Request[Any, Any, Any], extra: Any) -> list[FieldError]:
     """Litestar's validation `extra` (a list of {key, message, source}) as FieldErrors.
 
     msgspec reports a missing or unknown body field against the body itself (`data`); the field it
-    names in the message is the one the client needs to see.
+    names in the message is the one the client needs to see. A parameter is named as the client sends it
+    (`If-Match`), not as the handler's argument (`if_match`).
     """
     if not isinstance(extra, list):
         return []
@@ -119,12 +121,24 @@ def _field_errors(extra: Any) -> list[FieldError]:
         if field == "data":
             named = _NAMED_FIELD.search(message)
             field = named.group(1) if named else "body"
-        errors.append(FieldError(field=field, message=message))
+        errors.append(FieldError(field=_sent_name(request, field), message=message))
     return errors
 
 
-def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
-    errors = _field_errors(exc.extra)
+def _sent_name(request: Request[Any, Any, Any], argument: str) -> str:
+    """The name a parameter travels under: its header, query or cookie alias, else the argument's own name."""
+    handler = request.scope.get("route_handler")
+    parameter = handler.parsed_fn_signature.parameters.get(argument) if handler is not None else None
+    kwarg = parameter.kwarg_definition if parameter is not None else None
+    if isinstance(kwarg, HeaderParameter):
+        return kwarg.name or argument
+    if isinstance(kwarg, ParameterKwarg):
+        return kwarg.header or kwarg.query or kwarg.cookie or argument
+    return argument
+
+
+def _on_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    errors = _field_errors(request, exc.extra)
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) if errors else str(exc.detail)
     return problem_response(400, detail, type_="/problems/validation-failed", errors=errors or msgspec.UNSET)
 
@@ -177,7 +191,12 @@ def _on_precondition_failed(_: Request[Any, Any, Any], __: PreconditionFailed) -
 
 
 def _on_malformed_precondition(_: Request[Any, Any, Any], exc: MalformedPrecondition) -> Response[Problem]:
-    return problem_response(400, str(exc), type_="/problems/malformed-request")
+    return problem_response(
+        400,
+        str(exc),
+        type_="/problems/malformed-request",
+        errors=[FieldError(field=exc.header, message="is not `*` or a list of quoted entity tags")],
+    )
 
 
 def _on_idempotency_key_reused(_: Request[Any, Any, Any], __: KeyReused) -> Response[Problem]:

@@ -27,7 +27,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from litestar import Request
-from litestar.exceptions import ClientException
+from litestar.exceptions import ValidationException
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import DateTime, Index, LargeBinary, String, func
@@ -239,7 +239,10 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             return
         text = key.decode("latin-1")
         if not _KEY.fullmatch(text):
-            raise ClientException(detail=f"{HEADER} must be 1 to 255 visible ASCII characters.")
+            raise ValidationException(
+                detail=f"{HEADER} must be 1 to 255 visible ASCII characters.",
+                extra=[{"key": HEADER, "message": "must be 1 to 255 visible ASCII characters"}],
+            )
         request: Request[Any, Any, Any] = Request(scope, receive)
         body = await request.body()  # cached on the scope: the handler reads it from there
         claim = Claim(caller_of(scope), text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Request, Response
@@ -84,7 +85,8 @@ class NegotiatedResponse(Response[Any]):
         self, app: Any, request: Request[Any, Any, Any], *, media_type: str | None = None, **kwargs: Any
     ) -> ASGIResponse:
         chosen = str(self.media_type or media_type or JSON)
-        if chosen in _MSGPACK_FOR and not isinstance(self.content, bytes):
+        # No content (a 204) is no body in either format: MessagePack's nil would be a body a 204 cannot have.
+        if chosen in _MSGPACK_FOR and self.content is not None and not isinstance(self.content, bytes):
             self.headers.setdefault("Vary", "Accept")
             if prefers_msgpack(request.scope):
                 chosen = _MSGPACK_FOR[chosen]
@@ -93,13 +95,16 @@ class NegotiatedResponse(Response[Any]):
 
     def render(self, content: Any, media_type: str, enc_hook: Serializer = default_serializer) -> bytes:
         if media_type in (MSGPACK, PROBLEM_MSGPACK) and not isinstance(content, bytes):
-            return encode_msgpack(content, enc_hook)
+            # The values JSON would carry (times as RFC 3339 strings, not MessagePack timestamps): one schema for both.
+            return encode_msgpack(msgspec.to_builtins(content, enc_hook=enc_hook), enc_hook)
         return super().render(content, media_type, enc_hook)
 
 
-async def decode_body(request: Request[Any, Any, Any]) -> None:
-    """Before a body handler runs: reject a body of a media type it does not read (415), and decode a
+async def decode_input(request: Request[Any, Any, Any]) -> None:
+    """Before a handler runs: refuse query parameters that are not UTF-8 (400 naming them); for a body handler,
+    refuse a body of a media type it does not read (415), a form field that is not UTF-8 (400), and decode a
     JSON or MessagePack body into the plain values that the handler's Struct then validates."""
+    _refuse_undecodable(request.scope["query_string"], "query string")
     if request.method not in _BODY_METHODS:
         return
     body = request.route_handler.parsed_fn_signature.parameters.get("data")
@@ -110,6 +115,8 @@ async def decode_body(request: Request[Any, Any, Any]) -> None:
     if expected != RequestEncodingType.JSON:
         if media_type != expected:
             raise _unsupported(media_type, str(expected))
+        if expected == RequestEncodingType.URL_ENCODED:
+            _refuse_undecodable(await request.body(), "form")
         return
     if media_type in MSGPACK_TYPES:
         decoded = _decode(await request.body(), msgspec.msgpack.decode, "MessagePack")
@@ -120,47 +127,55 @@ async def decode_body(request: Request[Any, Any, Any]) -> None:
     ScopeState.from_scope(request.scope).json = decoded  # where Litestar's JSON extractor looks first
 
 
+def _refuse_undecodable(encoded: bytes, what: str) -> None:
+    """400 naming the fields of a query string or form whose names or values are not UTF-8 once percent-decoded
+    (Litestar would decode them with U+FFFD in place of the bad bytes, and go on)."""
+    if encoded.isascii() and b"%" not in encoded:
+        return  # the common case: nothing to decode
+    fields = []
+    for pair in encoded.split(b"&"):
+        name, _, value = (unquote_to_bytes(part.replace(b"+", b" ")) for part in pair.partition(b"="))
+        try:
+            name.decode(), value.decode()
+        except UnicodeDecodeError:
+            fields.append(name.decode("utf-8", "replace"))
+    if fields:
+        raise ValidationException(
+            detail=f"The {what} is not valid UTF-8.",
+            extra=[{"key": field, "message": "is not valid UTF-8"} for field in fields],
+        )
+
+
 def _unsupported(media_type: str, accepted: str) -> HTTPException:
     sent = media_type or "without a Content-Type"
     return HTTPException(status_code=415, detail=f"Send the body as {accepted}, not {sent}.")
 
 
-def _decode(body: bytes, decode: Callable[[bytes], Any], format_name: str) -> Any:
+def _decode(body: bytes, decode: Callable[..., Any], format_name: str) -> Any:
     """The body as plain values, for the handler's Struct to validate; undecodable or too deep is a 400."""
     if not body:
         return None
     try:
         return decode(body)
     except UnicodeDecodeError:  # msgspec checks the UTF-8 of each string as it decodes it
-        raise _not_utf8(body, format_name) from None
+        raise _not_utf8(body, decode, format_name) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ClientException(detail=f"The body is not valid {format_name}: {reason}") from None
 
 
-_REPLACEMENT = "\ufffd"
-
-
-def _not_utf8(body: bytes, format_name: str) -> ValidationException:
-    """400 naming the fields whose strings are not valid UTF-8. A JSON body is decoded again with the bad bytes
-    replaced (U+FFFD) to find them; a MessagePack body cannot be, so there the fault is the body's."""
+def _not_utf8(body: bytes, decode: Callable[..., Any], format_name: str) -> ValidationException:
+    """400 naming the fields whose strings are not valid UTF-8: the body is decoded again with each field's value
+    left undecoded (`msgspec.Raw`), then each value alone; where even the field names are not UTF-8, the fault is
+    the body's."""
     fields: list[str] = []
-    if format_name == "JSON":
-        with contextlib.suppress(msgspec.DecodeError, RecursionError):
-            value = msgspec.json.decode(body.decode("utf-8", "replace"))
-            if isinstance(value, dict):
-                fields = [key for key, item in value.items() if _has_replacement(key) or _has_replacement(item)]
+    with contextlib.suppress(msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        for name, value in decode(body, type=dict[str, msgspec.Raw]).items():
+            try:
+                decode(value)
+            except UnicodeDecodeError:
+                fields.append(name)
     return ValidationException(
         detail=f"The body is not valid {format_name}: a string in it is not valid UTF-8.",
         extra=[{"key": field, "message": "is not valid UTF-8"} for field in fields or ["body"]],
     )
-
-
-def _has_replacement(value: Any) -> bool:
-    if isinstance(value, str):
-        return _REPLACEMENT in value
-    if isinstance(value, dict):
-        return any(_has_replacement(key) or _has_replacement(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_replacement(item) for item in value)
-    return False

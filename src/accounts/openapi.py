@@ -15,12 +15,14 @@ import msgspec
 from litestar import Litestar
 from litestar.datastructures import ResponseHeader
 from litestar.enums import ParamType
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OAuthFlow,
     OAuthFlows,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -92,6 +94,11 @@ REQUEST_EXAMPLES: dict[str, msgspec.Struct] = {
     )
 }
 
+_USES_DATABASE = "uses_database"
+NO_DATABASE = {_USES_DATABASE: False}
+"""Route `opt` of the few routes that reach neither the database nor the job queue, not even to authenticate: the
+only operations documented without a 503."""
+
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _MSGPACK_TWIN = {JSON: MSGPACK, PROBLEM_JSON: PROBLEM_MSGPACK}
 
@@ -112,21 +119,67 @@ def openapi_config() -> OpenAPIConfig:
 def finish_document(app: Litestar) -> None:
     """Complete the document Litestar built for `app`, in place (it is built once and served as is)."""
     document = app.openapi_schema
-    idempotent = {
-        handler.operation_id
+    handlers: dict[str, HTTPRouteHandler] = {
+        handler.operation_id: handler
         for route in app.routes
         if isinstance(route, HTTPRoute)
         for handler in route.route_handlers
-        if IdempotencyMiddleware in (handler.middleware or [])
+        if isinstance(handler.operation_id, str)
     }
     for schema in (document.components.schemas or {}).values():
         _flatten_single_choices(schema)
     for path_item in (document.paths or {}).values():
         for method in _METHODS:
             if (operation := getattr(path_item, method)) is not None:
-                _finish_operation(operation)
-                if operation.operation_id in idempotent:
+                handler = handlers[str(operation.operation_id)]
+                if IdempotencyMiddleware in (handler.middleware or []):
                     _declare_idempotency(operation)
+                _declare_common_answers(operation, uses_database=handler.opt.get(_USES_DATABASE, True))
+                _finish_operation(operation)
+
+
+_RETRY_AFTER = OpenAPIHeader(
+    schema=Schema(type=OpenAPIType.INTEGER, minimum=0), description="Seconds to wait before trying again."
+)
+_HEADERS_OF_STATUS: dict[str, dict[str, OpenAPIHeader | Reference]] = {
+    "304": {"ETag": OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description="The version the caller has.")},
+    "401": {
+        "WWW-Authenticate": OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.STRING),
+            description='The RFC 6750 challenge: `Bearer realm="accounts"`, with `error` when credentials were sent.',
+        )
+    },
+    "429": {"Retry-After": _RETRY_AFTER},
+    "503": {"Retry-After": _RETRY_AFTER},
+}
+"""Headers every answer of a status carries, whichever operation gives it."""
+_BODY_PROBLEMS = {
+    "400": "The body is malformed or breaks the schema; `errors` names the fields",
+    "408": "The request body stopped arriving (REQUEST_READ_TIMEOUT); the connection is closed",
+    "413": "The request body is larger than this operation accepts",
+    "415": "The body's Content-Type is not one this operation reads",
+}
+"""What any operation with a request body can answer: it is read, decoded and validated before the handler runs."""
+_UNAVAILABLE = "The database or the job queue cannot be used right now; retry after `Retry-After` seconds"
+
+
+def _problem(description: str) -> OpenAPIResponse:
+    problem = OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
+    return OpenAPIResponse(description=description, content={PROBLEM_JSON: problem})
+
+
+def _declare_common_answers(operation: Operation, *, uses_database: bool) -> None:
+    """The answers the app gives for every operation of a kind, rather than its handler: declared here once."""
+    responses = operation.responses = operation.responses if operation.responses is not None else {}
+    if operation.request_body is not None:
+        for status, description in _BODY_PROBLEMS.items():
+            responses.setdefault(status, _problem(description))
+    if uses_database:
+        responses.setdefault("503", _problem(_UNAVAILABLE))
+    for status, headers in _HEADERS_OF_STATUS.items():
+        response = responses.get(status)
+        if isinstance(response, OpenAPIResponse):
+            response.headers = {**(response.headers or {}), **headers}
 
 
 def _declare_idempotency(operation: Operation) -> None:
@@ -140,14 +193,15 @@ def _declare_idempotency(operation: Operation) -> None:
             schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN),
         ),
     ]
-    responses = operation.responses if operation.responses is not None else {}
-    problem = OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
-    content = {PROBLEM_JSON: problem, PROBLEM_MSGPACK: problem}
+    responses = operation.responses = operation.responses if operation.responses is not None else {}
     for status, description in (
         ("409", "Conflict (also: the first request with this Idempotency-Key is still running)"),
         ("422", "The Idempotency-Key was used for a different request"),
     ):
-        responses.setdefault(status, OpenAPIResponse(description=description, content=content))
+        responses.setdefault(status, _problem(description))
+    in_use = responses["409"]
+    if isinstance(in_use, OpenAPIResponse):  # the first request with the key still running: retry after a second
+        in_use.headers = {**(in_use.headers or {}), "Retry-After": _RETRY_AFTER}
 
 
 def _finish_operation(operation: Operation) -> None:

@@ -30,6 +30,11 @@ class PreconditionFailed(Exception):
 class MalformedPrecondition(Exception):
     """400: an `If-Match` or `If-None-Match` header that is not `*` or a list of entity tags."""
 
+    def __init__(self, header: str, detail: str) -> None:
+        super().__init__(detail)
+        self.header = header
+        """The header's name, for the problem's `errors`."""
+
 
 IfMatch = Annotated[
     str | None,
@@ -62,7 +67,7 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _entity_tags(header: str) -> list[tuple[bool, str]] | None:
+def _entity_tags(header: str, name: str) -> list[tuple[bool, str]] | None:
     """(weak, opaque tag) for each tag of the list, or None for `*` (any version).
 
     Empty list elements are ignored, as RFC 9110 5.6.1.2 asks of recipients.
@@ -73,12 +78,12 @@ def _entity_tags(header: str) -> list[tuple[bool, str]] | None:
     while position < len(header):
         match = _LIST_ELEMENT.match(header, position)
         if match is None:
-            raise MalformedPrecondition(f"{header!r} is not `*` or a comma-separated list of quoted entity tags.")
+            raise MalformedPrecondition(name, f"{header!r} is not `*` or a comma-separated list of quoted entity tags.")
         if match.group("tag") is not None:
             tags.append((match.group("weak") is not None, match.group("tag")))
         position = match.end()
     if not tags:
-        raise MalformedPrecondition("A precondition header must name at least one entity tag, or be `*`.")
+        raise MalformedPrecondition(name, "A precondition header must name at least one entity tag, or be `*`.")
     return tags
 
 
@@ -88,7 +93,7 @@ def if_match_versions(header: str | None) -> list[int] | None:
     Matching is strong and exact (RFC 9110 13.1.1): a weak tag matches nothing, nor does a tag this
     service never gives (`"02"`, `"abc"`), so both leave an empty list and the change fails with 412.
     """
-    tags = None if header is None else _entity_tags(header)
+    tags = None if header is None else _entity_tags(header, "If-Match")
     if tags is None:
         return None
     return [int(tag) for weak, tag in tags if not weak and _VERSION_TAG.fullmatch(tag) and int(tag) <= _MAX_VERSION]
@@ -98,7 +103,7 @@ def none_match(header: str | None, version: int) -> bool:
     """Whether `If-None-Match` is `*` or names this version (weak comparison, RFC 9110 13.1.2)."""
     if header is None:
         return False
-    tags = _entity_tags(header)
+    tags = _entity_tags(header, "If-None-Match")
     current = str(version)
     return tags is None or any(tag == current for _, tag in tags)
 

@@ -27,6 +27,7 @@ from accounts.app import create_app
 from accounts.auth.passwords import hash_password
 from accounts.config import Settings
 from tests.conftest import TABLES, CreateDatabase, migrate
+from tests.faults.tables import snapshot
 from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in
 from tests.problems import assert_problem
 
@@ -218,23 +219,6 @@ WRITES = {
     "abortJob": Write("DELETE", "/api/v1/jobs/{w.job_id}", 204, lambda w: {"headers": w.admin}),
 }
 """Every operation of the OpenAPI document that writes (test_every_write_is_in_the_table keeps it so)."""
-
-
-async def snapshot(database_url: str) -> dict[str, tuple[int, str]]:
-    """Every table of the service: its row count and a digest of its rows."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        return {
-            table: tuple(  # type: ignore[misc]
-                await connection.fetchrow(
-                    f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"  # noqa: S608
-                    f" FROM {table} AS t"
-                )
-            )
-            for table in TABLES
-        }
-    finally:
-        await connection.close()
 
 
 async def set_fault(database_url: str, mode: str) -> None:

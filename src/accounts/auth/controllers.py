@@ -46,8 +46,8 @@ from accounts.db import service_provider
 from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
 from accounts.jobs.services import Jobs
-from accounts.media import NegotiatedResponse, decode_body
-from accounts.openapi import LOCATION_HEADER
+from accounts.media import NegotiatedResponse, decode_input
+from accounts.openapi import LOCATION_HEADER, NO_DATABASE
 from accounts.preconditions import ETAG_HEADER, etag
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
@@ -74,7 +74,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 
 class AuthController(Controller):
-    before_request = decode_body  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
+    before_request = decode_input  # type: ignore[assignment]  # Litestar unbinds it; only queries and bodies pay
     path = "/api/v1/auth"
     tags = ["auth"]
     dependencies = {
@@ -255,7 +255,7 @@ class JwksController(Controller):
 
     @get(
         operation_id="getJwks",
-        opt=PUBLIC,
+        opt={**PUBLIC, **NO_DATABASE},
         summary="The public keys that verify access tokens (JWK Set)",
         cache_control=CacheControlHeader(max_age=300, public=True),
     )
@@ -264,7 +264,7 @@ class JwksController(Controller):
 
 
 class ApiKeyController(Controller):
-    before_request = decode_body  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
+    before_request = decode_input  # type: ignore[assignment]  # Litestar unbinds it; only queries and bodies pay
     path = "/api/v1/api-keys"
     tags = ["api-keys"]
     guards = [requires_admin]

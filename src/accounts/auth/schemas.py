@@ -8,10 +8,12 @@ from uuid import UUID
 
 from msgspec import Meta, Struct
 
-from accounts.users.schemas import ONE_LINE, Bio, Email, FullName, Password, Username, whole_string
+from accounts.users.schemas import ONE_LINE, Bio, Email, FullName, Password, PasswordGuess, Username, whole_string
 
 Scope = Literal["users:read", "users:write"]
-RefreshTokenValue = Annotated[str, Meta(min_length=1, max_length=256, description="The opaque refresh token.")]
+RefreshTokenValue = Annotated[
+    str, Meta(min_length=1, max_length=256, pattern=ONE_LINE, description="The opaque refresh token.")
+]
 
 
 class PasswordGrant(Struct, kw_only=True):
@@ -21,8 +23,8 @@ class PasswordGrant(Struct, kw_only=True):
     username: Annotated[
         str, Meta(min_length=1, max_length=254, pattern=ONE_LINE, description="E-mail address or username.")
     ]
-    password: Annotated[str, Meta(min_length=1, max_length=128)]
-    scope: Annotated[str, Meta(max_length=1000)] = ""
+    password: PasswordGuess
+    scope: Annotated[str, Meta(max_length=1000, pattern=ONE_LINE)] = ""
 
 
 class TokenPair(Struct, kw_only=True):
@@ -50,7 +52,7 @@ class RegisterRequest(Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class PasswordChange(Struct, kw_only=True, forbid_unknown_fields=True):
-    current_password: Annotated[str, Meta(min_length=1, max_length=128)]
+    current_password: PasswordGuess
     new_password: Password
 
 

@@ -20,6 +20,7 @@ from accounts.config import Settings
 from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
 from accounts.jobs.services import Jobs
 from accounts.media import PreEncoded
+from accounts.openapi import NO_DATABASE
 from accounts.system.lifecycle import is_draining
 from accounts.system.metrics import registry_for
 from accounts.system.schemas import Health
@@ -37,6 +38,7 @@ class HealthController(Controller):
         "/live",
         operation_id="getLiveness",
         summary="The process is up",
+        opt=NO_DATABASE,
         responses={200: ResponseSpec(Health, description="The process is up", generate_examples=False)},
     )
     async def live(self) -> PreEncoded:

@@ -32,7 +32,7 @@ from accounts.errors import problem_responses
 from accounts.idempotency import IdempotencyMiddleware
 from accounts.jobs.schemas import JobRead
 from accounts.jobs.services import Jobs
-from accounts.media import NegotiatedResponse, decode_body
+from accounts.media import NegotiatedResponse, decode_input
 from accounts.openapi import LOCATION_HEADER
 from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMatch, etag, if_match_versions, tagged
 from accounts.users.bulk import FORMATS, MEDIA_TYPES, BadHeader, UploadTooLarge, csv_header, receive
@@ -106,7 +106,7 @@ def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> Non
 
 
 class UserController(Controller):
-    before_request = decode_body  # type: ignore[assignment]  # Litestar unbinds it; only body routes pay
+    before_request = decode_input  # type: ignore[assignment]  # Litestar unbinds it; only queries and bodies pay
     path = "/api/v1/users"
     tags = ["users"]
     security = AUTHENTICATED
@@ -188,7 +188,7 @@ class UserController(Controller):
         status_code=204,
         guards=[requires_user],
         dependencies={"auth": Provide(provide_auth_service, sync_to_thread=False)},
-        responses=problem_responses(400, 401, 403, 413, 415),
+        responses=problem_responses(400, 401, 403, 413, 415, 429),
     )
     async def change_my_password(
         self,

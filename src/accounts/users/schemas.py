@@ -17,6 +17,9 @@ def whole_string(pattern: str) -> str:
 ONE_LINE = whole_string(r"[^\x00-\x1f\x7f]*")
 """Text without control characters (NUL above all, which PostgreSQL cannot store): names, filters, logins."""
 
+NO_NUL = whole_string(r"[^\x00]*")
+"""Any text but NUL: passwords, which are only ever hashed (C libraries and clients cut a string at a NUL)."""
+
 _EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f]"
 _EMAIL_LABEL = r"[^@\s\x00-\x1f\x7f.]"
 
@@ -63,8 +66,17 @@ Bio = Annotated[
 
 Password = Annotated[
     str,
-    Meta(min_length=8, max_length=128, description="8 to 128 characters, no other rules.", examples=["correct horse"]),
+    Meta(
+        min_length=8,
+        max_length=128,
+        pattern=NO_NUL,
+        description="8 to 128 characters, any but NUL.",
+        examples=["correct horse"],
+    ),
 ]
+PasswordGuess = Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_NUL)]
+"""A password as a caller tries it (to log in, or to confirm a change); one that no password can be is refused
+before it counts as a failed attempt."""
 
 UserSort = Literal["created_at", "-created_at", "email", "-email", "username", "-username"]
 
