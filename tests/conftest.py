@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from accounts.app import create_app
 from accounts.auth.credentials import new_api_key, secret_hash
 from accounts.config import Settings
-from accounts.db import sqlalchemy_config, start_embedded
+from accounts.core.db import sqlalchemy_config, start_embedded
 from tests.otlp import OtlpReceiver
 from tests.server import serving
 

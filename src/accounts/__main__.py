@@ -6,7 +6,7 @@ import os
 import sys
 
 from accounts.config import ConfigError, Settings
-from accounts.tracing import tracing_requested
+from accounts.core.observability.tracing import tracing_requested
 
 
 def main() -> None:
@@ -16,7 +16,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"accounts: invalid configuration: {exc}")
     if settings.database_url is None:
-        from accounts.db import start_embedded  # noqa: PLC0415
+        from accounts.core.db import start_embedded  # noqa: PLC0415
 
         # Children (granian workers, migrations) inherit the URL; the server stops when this process exits.
         os.environ["DATABASE_URL"] = start_embedded(settings.data_path)

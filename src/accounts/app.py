@@ -19,20 +19,20 @@ from accounts.auth.cache import CredentialCache
 from accounts.auth.controllers import ApiKeyController, AuthController, JwksController
 from accounts.auth.keys import SigningKeys
 from accounts.auth.tokens import AccessTokens
-from accounts.bodies import with_body_deadline
 from accounts.cli import AccountsCLIPlugin
 from accounts.config import Settings
-from accounts.db import request_transactions, sqlalchemy_config
-from accounts.errors import exception_handlers
-from accounts.idempotency import IdempotencyKeys
+from accounts.core.db import request_transactions, sqlalchemy_config
+from accounts.core.errors import exception_handlers
+from accounts.core.http.bodies import BodyRequest, with_body_deadline
+from accounts.core.http.idempotency import IdempotencyKeys
+from accounts.core.http.media import NegotiatedResponse
+from accounts.core.http.openapi import finish_document, openapi_config
+from accounts.core.observability.logging import RequestContextMiddleware, configure_logging
+from accounts.core.observability.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
+from accounts.core.observability.tracing import start_tracing
 from accounts.jobs.controllers import JobController
 from accounts.jobs.services import Jobs, JobStore
-from accounts.logging import RequestContextMiddleware, configure_logging
-from accounts.media import NegotiatedResponse
-from accounts.openapi import finish_document, openapi_config
 from accounts.system.controllers import HealthController, MetricsController
-from accounts.system.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
-from accounts.tracing import start_tracing
 from accounts.users.controllers import UserController
 from accounts.users.services import UserStore
 from accounts.worker import make_queue, worker_in_process
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
         openapi_config=openapi_config(),
+        request_class=BodyRequest,
         response_class=NegotiatedResponse,
         logging_config=None,
     )

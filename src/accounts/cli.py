@@ -17,7 +17,7 @@ def migrate_if_asked(settings: Settings) -> None:
     if settings.migrate_on_start:
         from advanced_alchemy.alembic.commands import AlembicCommands  # noqa: PLC0415
 
-        from accounts.db import sqlalchemy_config  # noqa: PLC0415
+        from accounts.core.db import sqlalchemy_config  # noqa: PLC0415
 
         AlembicCommands(sqlalchemy_config(settings)).upgrade()
 
@@ -64,7 +64,7 @@ def serve_command() -> None:
     from granian.log import LogLevels  # noqa: PLC0415
 
     from accounts.auth.keys import SigningKeys  # noqa: PLC0415
-    from accounts.logging import GRANIAN_LOG_CONFIG, configure_logging  # noqa: PLC0415
+    from accounts.core.observability.logging import GRANIAN_LOG_CONFIG, configure_logging  # noqa: PLC0415
     from accounts.system.lifecycle import drain_on_sigterm  # noqa: PLC0415
 
     settings = Settings.from_env()
@@ -129,7 +129,7 @@ def create_user_command(email: str, username: str, full_name: str | None, passwo
     import msgspec  # noqa: PLC0415
     from advanced_alchemy.exceptions import IntegrityError  # noqa: PLC0415
 
-    from accounts.db import sqlalchemy_config  # noqa: PLC0415
+    from accounts.core.db import sqlalchemy_config  # noqa: PLC0415
     from accounts.users.schemas import UserCreate  # noqa: PLC0415
     from accounts.users.services import UserService  # noqa: PLC0415
 

@@ -26,14 +26,14 @@ from saq.utils import now
 
 from accounts.auth.jobs import flush_outbox, send_email
 from accounts.config import Settings
+from accounts.core.observability.logging import configure_logging
+from accounts.core.observability.tracing import start_tracing
 from accounts.jobs.services import AttemptLog, JobStore, WorkerContext, tracked_id, tracked_id_of
-from accounts.logging import configure_logging
 from accounts.system.jobs import purge_expired
-from accounts.tracing import start_tracing
 from accounts.users.jobs import export_users, import_users
 
 if TYPE_CHECKING:
-    from accounts.tracing.spans import Tracing
+    from accounts.core.observability.tracing.spans import Tracing
 
 QUEUE_NAME = "accounts"
 

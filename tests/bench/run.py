@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from accounts.auth.passwords import HASHER
 from accounts.config import Settings
-from accounts.db import sqlalchemy_config
+from accounts.core.db import sqlalchemy_config
+from accounts.core.passwords import HASHER
 from tests.bench.jobs import ImportFigure, QueueFigure, measure_import, measure_queue, redis_answers
 from tests.bench.jobs import render as render_jobs
 from tests.bench.seed import seed_users

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import pytest
 
-from accounts.auth.passwords import hash_password
+from accounts.core.passwords import hash_password
 from tests.contract.clients import PYTHON_PACKAGE, generate_python
 from tests.integration.auth.support import PASSWORD, insert_user
 

@@ -22,10 +22,10 @@ import schemathesis
 from litestar import Litestar
 
 from accounts.app import create_app
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
-from accounts.idempotency import HEADER as IDEMPOTENCY_HEADER
-from accounts.idempotency import KEY_PATTERN
+from accounts.core.http.idempotency import HEADER as IDEMPOTENCY_HEADER
+from accounts.core.http.idempotency import KEY_PATTERN
+from accounts.core.passwords import hash_password
 from tests.conftest import CreateDatabase, migrate
 from tests.integration.auth.support import PASSWORD, TOKEN, bearer, insert_user
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from accounts.auth.passwords import hash_password
+from accounts.core.passwords import hash_password
 from tests.contract.clients import HERE, NODE_BIN, generate_typescript
 from tests.integration.auth.support import PASSWORD, insert_user
 

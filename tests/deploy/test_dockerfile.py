@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from accounts.db import MIGRATIONS_PATH
+from accounts.core.db import MIGRATIONS_PATH
 from tests.deploy.conftest import DOCKERFILE, ROOT, Stage, build_args, run
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -45,7 +45,7 @@ def test_final_stage_is_python_311_slim_with_a_tag(final_stage: Stage, dockerfil
 def test_builder_syncs_the_locked_runtime_dependencies_with_uv(stages: list[Stage]) -> None:
     runs = " ".join(" ".join(stage.all("RUN")) for stage in stages[:-1])
     assert "uv sync --locked --no-dev" in runs
-    # accounts.db finds migrations/ next to src/: the project must stay an editable install of /app/src.
+    # accounts.core.db finds migrations/ next to src/: the project must stay an editable install of /app/src.
     assert "--no-editable" not in runs
     assert "pip install" not in runs
 
@@ -67,7 +67,7 @@ def test_final_stage_has_only_the_venv_the_source_and_the_migrations(final_stage
 
 def test_image_layout_keeps_the_migrations_where_accounts_db_looks(final_stage: Stage) -> None:
     destinations = {copy.split()[-2]: copy.split()[-1] for copy in final_stage.all("COPY")}
-    db_in_repo = Path(sys.modules["accounts.db"].__file__ or "").resolve().relative_to(MIGRATIONS_PATH.parent)
+    db_in_repo = Path(sys.modules["accounts.core.db"].__file__ or "").resolve().relative_to(MIGRATIONS_PATH.parent)
     db_in_image = PurePosixPath(destinations["/app/src"]) / db_in_repo.relative_to("src")
     expected = db_in_image.parents[len(db_in_repo.parts) - 1] / MIGRATIONS_PATH.name
     assert PurePosixPath(destinations["migrations"]) == expected
@@ -196,7 +196,7 @@ def test_the_image_layout_runs_accounts(tmp_path: Path) -> None:
     bin_dir = app / ".venv" / "bin"
     run_env = inherited | {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     run_env |= {"DATABASE_URL": "postgresql://accounts@127.0.0.1:9/accounts", "DATA_DIR": str(tmp_path / "data")}
-    probe = "import accounts, accounts.db as db; print(accounts.__file__); print(db.MIGRATIONS_PATH)"
+    probe = "import accounts, accounts.core.db as db; print(accounts.__file__); print(db.MIGRATIONS_PATH)"
     found = run([str(bin_dir / "python"), "-c", probe], cwd=app, env=run_env)
     assert found.returncode == 0, found.stderr
     module, migrations = found.stdout.split()

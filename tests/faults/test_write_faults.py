@@ -24,8 +24,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
+from accounts.core.passwords import hash_password
 from tests.conftest import TABLES, CreateDatabase, migrate
 from tests.faults.tables import snapshot
 from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in

@@ -19,9 +19,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
-from accounts.idempotency import Claim
+from accounts.core.http.idempotency import Claim
+from accounts.core.passwords import hash_password
 from tests.conftest import insert_api_key
 from tests.factories import UserCreateFactory
 from tests.integration.auth.support import PASSWORD, LoggedIn, insert_user, log_in

@@ -15,8 +15,8 @@ import httpx
 import msgspec
 import pytest
 
-from accounts.auth.passwords import hash_password
 from accounts.auth.schemas import ApiKeyCreated, ApiKeyRead, TokenPair
+from accounts.core.passwords import hash_password
 from accounts.system.schemas import Health
 from accounts.users.schemas import UserPage, UserRead
 from tests.factories import UserCreateFactory

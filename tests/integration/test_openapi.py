@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
 from accounts.auth import schemas as auth_schemas
-from accounts.openapi import REQUEST_EXAMPLES
+from accounts.core.http.openapi import REQUEST_EXAMPLES
 from accounts.users import schemas as user_schemas
 
 Client = AsyncTestClient[Litestar]

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing (accounts.tracing): off by default and then nothing of it is loaded; on, each request
+"""OpenTelemetry tracing (core/observability/tracing): off by default and then nothing of it is loaded; on, each request
 has a server span named by its route that continues the caller's trace, its log lines carry the trace id,
 and a job it submits runs in a child span. Spans go over OTLP/HTTP to a real receiver (tests/otlp.py)."""
 
@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
-from accounts.logging import configure_logging
+from accounts.core.observability.logging import configure_logging
 from tests.conftest import insert_api_key
 from tests.otlp import OtlpReceiver, ReceivedSpan
 from tests.server import serving
@@ -36,7 +36,7 @@ USER_PATH = "/api/v1/users/0196a000-0000-7000-8000-00000000abcd"
 # --- off ----------------------------------------------------------------------------------------
 
 TRACING_MODULES = (
-    "accounts.tracing.spans",
+    "accounts.core.observability.tracing.spans",
     "opentelemetry.sdk",
     "opentelemetry.exporter",
     "opentelemetry.trace",
@@ -55,7 +55,8 @@ from accounts.worker import make_queue, make_worker
 settings = Settings(database_url=sys.argv[1], log_format="json")
 app = create_app(settings)
 make_worker(settings, make_queue(settings))
-loaded = sorted(name for name in sys.modules if name.startswith(("opentelemetry", "accounts.tracing")))
+tracing = ("opentelemetry", "accounts.core.observability.tracing")
+loaded = sorted(name for name in sys.modules if name.startswith(tracing))
 print(json.dumps({"handler": type(app.asgi_handler).__name__, "loaded": loaded}))
 """
 
@@ -95,7 +96,7 @@ def test_tracing_off_loads_no_opentelemetry_and_adds_no_middleware(database_url:
 def test_tracing_on_wraps_the_app_outermost(database_url: str) -> None:
     built = build_in_a_fresh_process(database_url, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
     assert built["handler"] == "ServerSpans"
-    assert {"accounts.tracing.spans", "opentelemetry.sdk.trace"} <= set(built["loaded"])
+    assert {"accounts.core.observability.tracing.spans", "opentelemetry.sdk.trace"} <= set(built["loaded"])
 
 
 # --- on, in-process -----------------------------------------------------------------------------

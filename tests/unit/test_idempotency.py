@@ -9,8 +9,8 @@ from typing import cast
 import pytest
 from litestar.types import Scope
 
-from accounts.auth.authentication import Principal
-from accounts.idempotency import KEY_PATTERN, caller_of
+from accounts.core.http.idempotency import KEY_PATTERN, caller_of
+from accounts.core.security import Principal
 
 KEY = re.compile(KEY_PATTERN)
 VISIBLE = [chr(c) for c in range(0x21, 0x7F)]

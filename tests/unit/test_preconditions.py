@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.preconditions import MalformedPrecondition, etag, if_match_versions, none_match
+from accounts.core.http.preconditions import MalformedPrecondition, etag, if_match_versions, none_match
 
 MALFORMED = [
     "",

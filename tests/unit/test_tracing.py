@@ -1,11 +1,11 @@
-"""accounts.tracing.tracing_requested: which OTEL_* variables switch tracing on, and which are refused."""
+"""`tracing_requested` (core/observability/tracing): which OTEL_* variables switch tracing on, and which are refused."""
 
 from __future__ import annotations
 
 import pytest
 
 from accounts.config import ConfigError
-from accounts.tracing import tracing_requested
+from accounts.core.observability.tracing import tracing_requested
 
 ENDPOINT = "http://collector:4318"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,18 +11,10 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import Body, JSONBody, Parameter
 from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accounts.auth.authentication import (
-    AUTHENTICATED,
-    PUBLIC,
-    AuthenticatedRequest,
-    requires_admin,
-    requires_user,
-)
 from accounts.auth.cache import CredentialCache
 from accounts.auth.jobs import enqueue_email
 from accounts.auth.schemas import (
@@ -42,13 +33,21 @@ from accounts.auth.schemas import (
 from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
-from accounts.db import service_provider
-from accounts.errors import problem_responses
-from accounts.idempotency import IdempotencyMiddleware
+from accounts.core.db import service_provider
+from accounts.core.errors import Forbidden, problem_responses
+from accounts.core.http.bodies import check_input
+from accounts.core.http.idempotency import IdempotencyMiddleware
+from accounts.core.http.media import NegotiatedResponse
+from accounts.core.http.openapi import LOCATION_HEADER, NO_DATABASE
+from accounts.core.http.preconditions import ETAG_HEADER, etag
+from accounts.core.security import (
+    AUTHENTICATED,
+    PUBLIC,
+    AuthenticatedRequest,
+    requires_admin,
+    requires_user,
+)
 from accounts.jobs.services import Jobs
-from accounts.media import NegotiatedResponse, decode_input
-from accounts.openapi import LOCATION_HEADER, NO_DATABASE
-from accounts.preconditions import ETAG_HEADER, etag
 from accounts.users.schemas import UserRead
 from accounts.users.services import UserService, to_read
 
@@ -74,7 +73,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 
 class AuthController(Controller):
-    before_request = decode_input  # type: ignore[assignment]  # Litestar unbinds it; only queries and bodies pay
+    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
     path = "/api/v1/auth"
     tags = ["auth"]
     dependencies = {
@@ -165,7 +164,7 @@ class AuthController(Controller):
         data: JSONBody[RegisterRequest],
     ) -> Response[UserRead]:
         if not settings.registration_enabled:
-            raise PermissionDeniedException(detail="Sign-up is closed; ask an administrator for an account.")
+            raise Forbidden("Sign-up is closed; ask an administrator for an account.")
         created = await users.create(data)
         outbox_id = await emails.send_verification(created)  # in the user's transaction: both or neither
         user = to_read(created)
@@ -264,7 +263,7 @@ class JwksController(Controller):
 
 
 class ApiKeyController(Controller):
-    before_request = decode_input  # type: ignore[assignment]  # Litestar unbinds it; only queries and bodies pay
+    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
     path = "/api/v1/api-keys"
     tags = ["api-keys"]
     guards = [requires_admin]
@@ -282,11 +281,6 @@ class ApiKeyController(Controller):
     async def create_api_key(
         self, api_keys: NamedDependency[ApiKeyService], request: AuthenticatedRequest, data: JSONBody[ApiKeyCreate]
     ) -> Response[ApiKeyCreated]:
-        if data.expires_at is not None and data.expires_at <= datetime.now(UTC):
-            raise ValidationException(
-                detail="expires_at must be in the future",
-                extra=[{"key": "expires_at", "message": "must be in the future"}],
-            )
         key, secret = await api_keys.create_key(data, created_by=request.user.user_id)
         created = ApiKeyCreated(**msgspec.structs.asdict(to_key_read(key)), key=secret)
         return NegotiatedResponse(created, status_code=201, headers={"Location": f"{self.path}/{key.id}"})

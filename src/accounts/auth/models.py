@@ -12,7 +12,7 @@ from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, te
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
-from accounts.db import Base
+from accounts.core.db import Base
 
 
 class RefreshToken(Base):

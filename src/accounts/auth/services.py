@@ -11,19 +11,18 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
-from litestar.exceptions import ClientException
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token, secret_hash
 from accounts.auth.models import ApiKey, EmailToken, LoginFailure, OutboxMessage, RefreshToken
-from accounts.auth.passwords import hash_password, needs_rehash, verify_password
 from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
-from accounts.db import PRIMARY
-from accounts.errors import AuthenticationFailed, InvalidEmailToken, TooManyAttempts
+from accounts.core.db import PRIMARY
+from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError, TooManyAttempts, Unauthenticated
+from accounts.core.passwords import hash_password, needs_rehash, verify_password
 from accounts.users.models import User
 
 WRONG_CREDENTIALS = "The username or password is wrong."
@@ -78,8 +77,8 @@ class RefreshTokenService(SQLAlchemyAsyncRepositoryService[RefreshToken]):
         if reused is not None:
             await self._revoke(RefreshToken.family_id == reused)
             await session.commit()  # the revocation must outlive the 401 that follows
-            raise AuthenticationFailed("This refresh token was already used; its sessions are revoked.")
-        raise AuthenticationFailed("The refresh token is invalid, expired or revoked.")
+            raise Unauthenticated("This refresh token was already used; its sessions are revoked.")
+        raise Unauthenticated("The refresh token is invalid, expired or revoked.")
 
     async def revoke(self, token: str) -> None:
         await self._revoke(RefreshToken.token_hash == secret_hash(token))
@@ -103,6 +102,11 @@ class ApiKeyService(SQLAlchemyAsyncRepositoryService[ApiKey]):
 
     async def create_key(self, data: ApiKeyCreate, created_by: UUID | None) -> tuple[ApiKey, str]:
         """A new key; the secret is returned once and only its hash is kept."""
+        if data.expires_at is not None and data.expires_at <= datetime.now(UTC):
+            raise InvalidInput(
+                "expires_at: must be in the future",
+                errors=[FieldError(field="expires_at", message="must be in the future")],
+            )
         prefix, key = new_api_key()
         values = schema_dump(data) | {"prefix": prefix, "secret_hash": secret_hash(key), "created_by": created_by}
         values["scopes"] = sorted(set(values["scopes"]))
@@ -229,7 +233,7 @@ class AuthService:
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
             await attempt.failed()
-            raise AuthenticationFailed(WRONG_CREDENTIALS, error="invalid_grant")
+            raise Unauthenticated(WRONG_CREDENTIALS, error="invalid_grant")
         if hashed is not None and needs_rehash(hashed):
             user.hashed_password = await hash_password(password)
         await attempt.succeeded()
@@ -239,7 +243,7 @@ class AuthService:
         user_id, family_id = await self.refresh_tokens.use(refresh_token)
         user = await self.session.get(User, user_id)
         if user is None or not user.is_active:
-            raise AuthenticationFailed("The refresh token is invalid, expired or revoked.")
+            raise Unauthenticated("The refresh token is invalid, expired or revoked.")
         return await self.issue(user, family_id)
 
     async def issue(self, user: User, family_id: UUID | None = None) -> TokenPair:
@@ -264,7 +268,7 @@ class AuthService:
         await self.session.commit()  # hand the connection back while argon2 runs
         if user is None or not await verify_password(user.hashed_password, current):
             await attempt.failed()
-            raise AuthenticationFailed("The current password is wrong.", error="invalid_grant")
+            raise Unauthenticated("The current password is wrong.", error="invalid_grant")
         user.hashed_password = await hash_password(new)
         await attempt.succeeded()
         await self.log_out_everywhere(user_id)
@@ -300,10 +304,21 @@ _REQUEST_RESET = text(
 ).execution_options(bind_group=PRIMARY)  # it writes: never to a replica, though it reads like a query
 
 
-class AlreadyVerified(ClientException):
+class AlreadyVerified(Conflict):
     """409: the address is verified already; there is nothing to resend."""
 
-    status_code = 409
+    type = "/problems/already-verified"
+
+
+class InvalidEmailToken(ServiceError):
+    """400: an e-mailed token that is unknown, expired, already used, or for another purpose or address."""
+
+    type = "/problems/invalid-token"
+
+    def __init__(self) -> None:
+        super().__init__(
+            INVALID_EMAIL_TOKEN, errors=[FieldError(field="token", message="invalid, expired or already used")]
+        )
 
 
 class AccountEmails:
@@ -346,7 +361,7 @@ class AccountEmails:
             )
         ).scalar_one()
         if user.email_verified_at is not None:
-            raise AlreadyVerified(detail="This address is verified already; there is nothing to resend.")
+            raise AlreadyVerified("This address is verified already; there is nothing to resend.")
         last_sent = await self.session.scalar(
             select(func.max(EmailToken.created_at)).where(EmailToken.user_id == user_id, EmailToken.purpose == VERIFY)
         )
@@ -423,7 +438,7 @@ class AccountEmails:
         )
         user_id: UUID | None = spent.scalar_one_or_none()
         if user_id is None:
-            raise InvalidEmailToken(INVALID_EMAIL_TOKEN)
+            raise InvalidEmailToken
         return user_id
 
     def _body(self, purpose: str, token: str) -> str:

@@ -9,12 +9,11 @@ from uuid import UUID
 import asyncpg
 from litestar import Controller, delete, get
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
 from litestar.params import Parameter
 from litestar.response import File
 
-from accounts.auth.authentication import AUTHENTICATED, AuthenticatedRequest, Principal
-from accounts.errors import problem_responses
+from accounts.core.errors import Conflict, Forbidden, NotFound, problem_responses
+from accounts.core.security import AUTHENTICATED, AuthenticatedRequest, Principal
 from accounts.jobs.schemas import JobRead
 from accounts.jobs.services import Jobs, to_read
 
@@ -25,7 +24,7 @@ async def owned_job(jobs: Jobs, job_id: UUID, caller: Principal) -> asyncpg.Reco
     """The job's record, if `caller` started it or is an admin."""
     record = await jobs.store.get(job_id)
     if record["owner"] != caller.identity and not caller.is_admin:
-        raise PermissionDeniedException(detail="Only the job's creator or an admin may see it.")
+        raise Forbidden("Only the job's creator or an admin may see it.")
     return record
 
 
@@ -55,10 +54,10 @@ class JobController(Controller):
     async def get_job_result(self, jobs: NamedDependency[Jobs], request: AuthenticatedRequest, job_id: JobId) -> File:
         record = await owned_job(jobs, job_id, request.user)
         if record["status"] != "complete":
-            raise ClientException(status_code=409, detail=f"The job is {record['status']}; its result is not ready.")
+            raise Conflict(f"The job is {record['status']}; its result is not ready.")
         path = Path(record["result_path"]) if record["result_path"] else None
         if path is None or not path.is_file():
-            raise NotFoundException(detail="This job has no result file (or it has expired).")
+            raise NotFound("This job has no result file (or it has expired).")
         filename = f"{record['kind']}-{job_id}{path.suffix}"
         return File(path, media_type=record["result_media_type"], filename=filename)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from accounts.db import Base
+from accounts.core.db import Base
 
 
 class JobRecord(Base):

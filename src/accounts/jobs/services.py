@@ -18,14 +18,13 @@ from uuid import UUID
 
 import asyncpg
 import structlog
-from advanced_alchemy.exceptions import NotFoundError
 from asyncpg.pool import PoolConnectionProxy
-from litestar.exceptions import ClientException
 from saq import Job, Queue
 from saq.types import Context
 from uuid_utils.compat import uuid7
 
 from accounts.config import Settings
+from accounts.core.errors import Conflict, NotFound
 from accounts.jobs.schemas import JobProgress, JobRead
 
 log = structlog.get_logger("accounts.jobs")
@@ -49,10 +48,8 @@ class WorkerContext(Context, total=False):
     attempts: AttemptLog
 
 
-class JobFinished(ClientException):
+class JobFinished(Conflict):
     """409: the job already finished; there is nothing to abort."""
-
-    status_code = 409
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +113,7 @@ class JobStore:
     async def get(self, job_id: UUID) -> asyncpg.Record:
         record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE id = $1", job_id)  # noqa: S608
         if record is None:
-            raise NotFoundError(detail=f"no job {job_id}")
+            raise NotFound(f"No job has the id {job_id}.")
         return record
 
     async def delete(self, job_id: UUID) -> None:
@@ -269,7 +266,7 @@ class Jobs:
 
     async def abort(self, job_id: UUID) -> None:
         if not await self.store.abort(job_id):
-            raise JobFinished(detail="The job has already finished; there is nothing to abort.")
+            raise JobFinished("The job has already finished; there is nothing to abort.")
         await self.connect()
         job = await self.queue.job(str(job_id))
         if job is not None:

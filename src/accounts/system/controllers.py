@@ -8,21 +8,20 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accounts.auth.authentication import PUBLIC
 from accounts.config import Settings
-from accounts.errors import RETRY_AFTER_SECONDS, problem_responses
+from accounts.core.errors import Unavailable, problem_responses
+from accounts.core.http.media import PreEncoded
+from accounts.core.http.openapi import NO_DATABASE
+from accounts.core.observability.metrics import registry_for
+from accounts.core.security import PUBLIC
 from accounts.jobs.services import Jobs
-from accounts.media import PreEncoded
-from accounts.openapi import NO_DATABASE
 from accounts.system.lifecycle import is_draining
-from accounts.system.metrics import registry_for
 from accounts.system.schemas import Health
 
 _LIVE = Health(status="ok")
@@ -52,17 +51,12 @@ class HealthController(Controller):
     )
     async def ready(self, db_engine: NamedDependency[AsyncEngine], settings: NamedDependency[Settings]) -> Health:
         if is_draining(settings):
-            raise ServiceUnavailableException(
-                detail="The server is shutting down.", headers={"Retry-After": RETRY_AFTER_SECONDS}
-            )
+            raise Unavailable("The server is shutting down.")
         try:
             async with asyncio.timeout(settings.ready_timeout), db_engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except Exception as exc:  # any failure, whatever the driver raises, means not ready
-            raise ServiceUnavailableException(
-                detail=f"The database did not answer within {settings.ready_timeout:g} s.",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
-            ) from exc
+            raise Unavailable(f"The database did not answer within {settings.ready_timeout:g} s.") from exc
         return _LIVE
 
 

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from accounts.config import Settings
-from accounts.db import sqlalchemy_config
+from accounts.core.db import sqlalchemy_config
 
 if TYPE_CHECKING:
     from granian.server.common import AbstractServer

@@ -10,31 +10,46 @@ import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import JSONBody, Parameter
 from uuid_utils.compat import uuid7
 
-from accounts.auth.authentication import (
+from accounts.auth.cache import CredentialCache
+from accounts.auth.controllers import provide_auth_service
+from accounts.auth.schemas import PasswordChange
+from accounts.auth.services import AuthService
+from accounts.config import Settings
+from accounts.core.db import service_provider
+from accounts.core.errors import (
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    problem_responses,
+)
+from accounts.core.http.bodies import check_input
+from accounts.core.http.idempotency import IdempotencyMiddleware
+from accounts.core.http.media import NegotiatedResponse
+from accounts.core.http.openapi import LOCATION_HEADER
+from accounts.core.http.preconditions import (
+    ETAG_HEADER,
+    NOT_MODIFIED,
+    IfMatch,
+    IfNoneMatch,
+    etag,
+    if_match_versions,
+    tagged,
+)
+from accounts.core.security import (
     AUTHENTICATED,
     AuthenticatedRequest,
     Principal,
     requires,
     requires_user,
 )
-from accounts.auth.cache import CredentialCache
-from accounts.auth.controllers import provide_auth_service
-from accounts.auth.schemas import PasswordChange
-from accounts.auth.services import AuthService
-from accounts.config import Settings
-from accounts.db import service_provider
-from accounts.errors import problem_responses
-from accounts.idempotency import IdempotencyMiddleware
 from accounts.jobs.schemas import JobRead
 from accounts.jobs.services import Jobs
-from accounts.media import NegotiatedResponse, decode_input
-from accounts.openapi import LOCATION_HEADER
-from accounts.preconditions import ETAG_HEADER, NOT_MODIFIED, IfMatch, IfNoneMatch, etag, if_match_versions, tagged
 from accounts.users.bulk import FORMATS, MEDIA_TYPES, BadHeader, UploadTooLarge, csv_header, receive
 from accounts.users.jobs import EXPORT_JOB, IMPORT_JOB, upload_path
 from accounts.users.schemas import (
@@ -97,16 +112,16 @@ def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> Non
     """Admins and `users:write` keys update anyone, users only themselves; nobody changes their own
     flags, and only an admin (not a key) grants or takes admin rights."""
     if not caller.may_access_user(user_id, "users:write"):
-        raise PermissionDeniedException(detail="You may update only your own account.")
+        raise Forbidden("You may update only your own account.")
     changes_flags = data.is_active is not msgspec.UNSET or data.is_superuser is not msgspec.UNSET
     if changes_flags and (caller.user_id == user_id or not caller.may("users:write")):
-        raise PermissionDeniedException(detail="You may not change your own is_active or is_superuser.")
+        raise Forbidden("You may not change your own is_active or is_superuser.")
     if data.is_superuser is not msgspec.UNSET and not caller.is_admin:
-        raise PermissionDeniedException(detail="Only an admin may grant or take admin rights.")
+        raise Forbidden("Only an admin may grant or take admin rights.")
 
 
 class UserController(Controller):
-    before_request = decode_input  # type: ignore[assignment]  # Litestar unbinds it; only queries and bodies pay
+    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
     path = "/api/v1/users"
     tags = ["users"]
     security = AUTHENTICATED
@@ -216,7 +231,7 @@ class UserController(Controller):
         if_none_match: IfNoneMatch = None,
     ) -> Response[UserRead]:
         if not request.user.may_access_user(user_id, "users:read"):
-            raise PermissionDeniedException(detail="You may read only your own account.")
+            raise Forbidden("You may read only your own account.")
         user = await store.get(user_id)
         return tagged(user, user.version, if_none_match=if_none_match)
 
@@ -279,10 +294,10 @@ class UserController(Controller):
         media_type = request.content_type[0]
         if (file_format := FORMATS.get(media_type)) is None:
             sent = media_type or "without a Content-Type"
-            raise HTTPException(status_code=415, detail=f"Send the file as {' or '.join(FORMATS)}, not {sent}.")
+            raise UnsupportedMediaType(f"Send the file as {' or '.join(FORMATS)}, not {sent}.")
         query = UserImportQuery(format=file_format, on_duplicate=on_duplicate)
         limit = settings.import_max_bytes
-        too_large = HTTPException(status_code=413, detail=f"The file is larger than {limit} bytes.")
+        too_large = PayloadTooLarge(f"The file is larger than {limit} bytes.")
         if (request.content_length or 0) > limit:
             raise too_large
         path = upload_path(settings, f"{uuid7()}.{file_format}")
@@ -298,7 +313,7 @@ class UserController(Controller):
             )
         except BadHeader as exc:
             path.unlink(missing_ok=True)
-            raise ClientException(detail=str(exc)) from None
+            raise InvalidInput(str(exc), errors=[FieldError(field="body", message=str(exc))]) from None
         except BaseException:
             path.unlink(missing_ok=True)
             raise

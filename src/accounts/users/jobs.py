@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import structlog
 
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
+from accounts.core.passwords import hash_password
 from accounts.jobs.services import JobRun, JobSpec, job_task
 from accounts.users.bulk import (
     MEDIA_TYPES,

@@ -9,7 +9,7 @@ from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, column, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from accounts.db import Base
+from accounts.core.db import Base
 
 
 class User(Base):

@@ -9,7 +9,6 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import ModelDictT, SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
@@ -17,8 +16,8 @@ from asyncpg.pool import PoolConnectionProxy
 from uuid_utils.compat import uuid7
 
 from accounts.auth.cache import CredentialCache
-from accounts.auth.passwords import hash_password
-from accounts.preconditions import PreconditionFailed
+from accounts.core.errors import NotFound, PreconditionFailed
+from accounts.core.passwords import hash_password
 from accounts.users.models import User
 from accounts.users.schemas import (
     OnDuplicate,
@@ -87,7 +86,7 @@ class UserStore:
         if record is None and pool is not self.pool:  # a user created a moment ago may not have reached the replica
             record = await self.pool.fetchrow(_BY_ID, user_id)
         if record is None:
-            raise NotFoundError(detail=f"no user {user_id}")
+            raise NotFound(f"No user has the id {user_id}.")
         return UserRead(**record)
 
     async def update(self, user_id: UUID, data: ProfileUpdate, *, versions: list[int] | None = None) -> UserRead:
@@ -128,7 +127,7 @@ class UserStore:
     async def _explain_miss(self, user_id: UUID) -> NoReturn:
         """A conditional write changed no row: the user is gone (404) or has another version (412)."""
         if await self.pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
-            raise NotFoundError(detail=f"no user {user_id}")
+            raise NotFound(f"No user has the id {user_id}.")
         raise PreconditionFailed
 
     async def page(self, query: UserListQuery) -> UserPage:

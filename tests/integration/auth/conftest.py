@@ -10,8 +10,8 @@ from joserfc.jwk import OKPKey
 from litestar import Litestar
 
 from accounts.auth.keys import GENERATED_KEY_FILE
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
+from accounts.core.passwords import hash_password
 from tests.integration.auth.support import PASSWORD, Account, Client, LoggedIn, MakeUser, insert_user, log_in
 
 _serial = itertools.count(1)

@@ -30,8 +30,8 @@ from saq import Job
 from accounts import worker
 from accounts.app import create_app
 from accounts.auth.credentials import new_api_key, secret_hash
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
+from accounts.core.passwords import hash_password
 from accounts.jobs.services import Jobs, JobStore
 from tests.integration.auth.support import PASSWORD, Account, LoggedIn, insert_user, log_in
 from tests.integration.jobs.tasks import TEST_TASKS

@@ -10,9 +10,9 @@ import pytest
 
 from accounts import worker
 from accounts.config import Settings
+from accounts.core.observability.tracing import start_tracing
+from accounts.core.observability.tracing.spans import JOB_TRACE_CONTEXT
 from accounts.jobs.services import Jobs
-from accounts.tracing import start_tracing
-from accounts.tracing.spans import JOB_TRACE_CONTEXT
 from tests.integration.jobs.conftest import SpawnWorker, wait_for_status
 from tests.integration.jobs.tasks import QUICK
 from tests.otlp import OtlpReceiver

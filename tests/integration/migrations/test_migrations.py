@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from accounts.config import Settings
-from accounts.db import Base, include_object
+from accounts.core.db import Base, include_object
 from tests.conftest import CreateDatabase, migrate
 
 

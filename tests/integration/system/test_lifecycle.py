@@ -20,7 +20,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from accounts.config import Settings
-from accounts.db import MIGRATIONS_PATH
+from accounts.core.db import MIGRATIONS_PATH
 from accounts.system.lifecycle import database_address
 from tests.conftest import CreateDatabase, migrate
 from tests.problems import assert_problem

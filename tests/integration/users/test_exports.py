@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from accounts.auth.passwords import hash_password
 from accounts.config import Settings
+from accounts.core.passwords import hash_password
 from tests.conftest import insert_api_key
 from tests.integration.auth.support import PASSWORD, bearer, insert_user, log_in, sql
 from tests.integration.users.bulk import (

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from accounts.auth.passwords import verify_password
 from accounts.config import Settings
+from accounts.core.passwords import verify_password
 from tests.conftest import insert_api_key
 from tests.integration.auth.support import sql
 from tests.integration.users.bulk import (

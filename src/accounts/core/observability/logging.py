@@ -18,7 +18,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts.config import Settings
-from accounts.system.metrics import UNMATCHED, RequestMetrics
+from accounts.core.observability.metrics import UNMATCHED, RequestMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.config import Settings
 
-MIGRATIONS_PATH = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_PATH = Path(__file__).resolve().parents[3] / "migrations"
 
 Base = UUIDv7AuditBase
 """Every table has a UUIDv7 `id`, `created_at` and `updated_at` (UTC)."""
@@ -50,7 +50,7 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 def request_transactions(config: SQLAlchemyAsyncConfig) -> Provide:
     """`db_session`, the request's session, and the one place a request's transaction ends: it commits when the
     handler returns, before anything of the response is sent, so a 2xx is only ever sent for committed work. A
-    commit that fails raises, and the caller gets the error (503 or 500, `accounts.errors`) instead of the
+    commit that fails raises, and the caller gets the error (503 or 500, `accounts.core.errors`) instead of the
     handler's answer; a handler that raises leaves its work uncommitted (closing the session rolls it back)."""
 
     async def db_session(state: State, scope: Scope) -> AsyncIterator[AsyncSession]:
@@ -77,7 +77,7 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     """The one engine/session configuration, shared by the app, the CLI and the migrations."""
     url = settings.async_database_url
     if url is None:
-        msg = "DATABASE_URL is not set; start the embedded database first (accounts.db.start_embedded)"
+        msg = "DATABASE_URL is not set; start the embedded database first (accounts.core.db.start_embedded)"
         raise RuntimeError(msg)
     connect_args: dict[str, object] = {"timeout": settings.database_connect_timeout}
     if settings.database_pgbouncer:  # no cache, SQLAlchemy's or asyncpg's: then asyncpg prepares unnamed statements

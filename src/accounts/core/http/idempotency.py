@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import partial
+from http import HTTPStatus
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -27,11 +28,12 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from litestar import Request
-from litestar.exceptions import ValidationException
 from litestar.middleware import MiddlewareProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy import DateTime, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
+
+from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError
 
 HEADER = "Idempotency-Key"
 DESCRIPTION = (
@@ -98,12 +100,26 @@ Connection: TypeAlias = "PoolConnectionProxy[Record]"  # asyncpg's proxy is gene
 Runner = Callable[[Send], Awaitable[None]]
 
 
-class KeyReused(Exception):
+class KeyReused(ServiceError):
     """422: the key was used before for a different request."""
 
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    type = "/problems/idempotency-key-reused"
 
-class KeyInUse(Exception):
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different request: use a new key for a new request.")
+
+
+class KeyInUse(Conflict):
     """409: the first request with this key is still running."""
+
+    type = "/problems/idempotency-key-in-use"
+
+    def __init__(self) -> None:
+        super().__init__("The first request with this Idempotency-Key is still running; retry shortly.")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
@@ -127,7 +143,7 @@ class IdempotencyKeys:
     async def run_once(self, claim: Claim, request_hash: bytes, run: Runner, send: Send) -> None:
         """Run `run(send)` unless this caller's key already ran: then replay its response (or refuse).
 
-        The work commits before its response is sent (accounts.db), and the response is stored after that, so
+        The work commits before its response is sent (accounts.core.db), and the response is stored after that, so
         only committed work is ever replayed; a 5xx (a failed commit, a lost connection) is not stored at all."""
         capture = _Capture(send)
         try:
@@ -239,9 +255,9 @@ class IdempotencyMiddleware(MiddlewareProtocol):
             return
         text = key.decode("latin-1")
         if not _KEY.fullmatch(text):
-            raise ValidationException(
-                detail=f"{HEADER} must be 1 to 255 visible ASCII characters.",
-                extra=[{"key": HEADER, "message": "must be 1 to 255 visible ASCII characters"}],
+            raise InvalidInput(
+                f"{HEADER} must be 1 to 255 visible ASCII characters.",
+                errors=[FieldError(field=HEADER, message="must be 1 to 255 visible ASCII characters")],
             )
         request: Request[Any, Any, Any] = Request(scope, receive)
         body = await request.body()  # cached on the scope: the handler reads it from there

@@ -14,7 +14,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter
 from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
-from accounts.media import NegotiatedResponse
+from accounts.core.errors import FieldError, MalformedRequest
+from accounts.core.http.media import NegotiatedResponse
 
 # One element of an entity-tag list: optional white space, a tag (or nothing), then a comma or the end.
 _LIST_ELEMENT = re.compile(r'[ \t]*(?:(?P<weak>W/)?"(?P<tag>[\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(?:,|\Z)')
@@ -23,17 +24,13 @@ _MAX_VERSION = 2**31 - 1  # users.version is an integer column
 _MAX_HEADER = 1024
 
 
-class PreconditionFailed(Exception):
-    """412: the resource changed since the caller read it (its `If-Match` names another version)."""
-
-
-class MalformedPrecondition(Exception):
+class MalformedPrecondition(MalformedRequest):
     """400: an `If-Match` or `If-None-Match` header that is not `*` or a list of entity tags."""
 
     def __init__(self, header: str, detail: str) -> None:
-        super().__init__(detail)
-        self.header = header
-        """The header's name, for the problem's `errors`."""
+        super().__init__(
+            detail, errors=[FieldError(field=header, message="is not `*` or a list of quoted entity tags")]
+        )
 
 
 IfMatch = Annotated[

@@ -1,4 +1,4 @@
-"""The spans this service makes, and where they go: imported only when tracing is on (accounts.tracing).
+"""The spans this service makes, and where they go: imported only when tracing is on (see `tracing`).
 
 Each process builds its own tracer provider and hands its tracer to what makes spans, rather than setting
 OpenTelemetry's global provider (which can be set once per process): so every app a test process builds

@@ -44,11 +44,11 @@ from accounts.auth.schemas import (
     RefreshRequest,
     RegisterRequest,
 )
-from accounts.idempotency import DESCRIPTION as IDEMPOTENCY_DESCRIPTION
-from accounts.idempotency import HEADER as IDEMPOTENCY_HEADER
-from accounts.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
-from accounts.idempotency import IdempotencyMiddleware
-from accounts.media import JSON, MSGPACK, PROBLEM_JSON, PROBLEM_MSGPACK
+from accounts.core.http.idempotency import DESCRIPTION as IDEMPOTENCY_DESCRIPTION
+from accounts.core.http.idempotency import HEADER as IDEMPOTENCY_HEADER
+from accounts.core.http.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
+from accounts.core.http.idempotency import IdempotencyMiddleware
+from accounts.core.http.media import JSON, MSGPACK, PROBLEM_JSON, PROBLEM_MSGPACK
 from accounts.users.schemas import ProfileUpdate, UserCreate, UserUpdate
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {

@@ -1,7 +1,9 @@
-"""Errors as RFC 9457 problem documents (`application/problem+json`).
+"""Errors: the one hierarchy the service raises, and how every error becomes an RFC 9457 problem document.
 
-Every error the service answers with goes through `exception_handlers`, so a client sees one shape:
-`type`, `title`, `status`, `detail`, and `errors` for field-level validation.
+Code below the controllers raises a `ServiceError` subclass, which declares its status and problem `type`; its
+message is the `detail`. `exception_handlers` renders those, Litestar's own errors, and everything else (a
+database failure by what it means, `database_failure`; a bug as a logged 500) in one shape, JSON or MessagePack:
+`type`, `title`, `status`, `detail`, and `errors` naming the fields at fault.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from enum import Enum
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
@@ -25,13 +27,11 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy import Index
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
-from accounts.bodies import BodyTimeout
-from accounts.db import Base
-from accounts.idempotency import KeyInUse, KeyReused
-from accounts.media import PROBLEM_JSON, NegotiatedResponse
-from accounts.preconditions import MalformedPrecondition, PreconditionFailed
+from accounts.core.db import Base
+from accounts.core.http.media import PROBLEM_JSON, NegotiatedResponse
 
-RETRY_AFTER_SECONDS = "5"
+RETRY_AFTER_SECONDS = 5
+"""What a 503 asks the caller to wait."""
 
 log = structlog.get_logger("accounts.errors")
 
@@ -40,7 +40,7 @@ class FieldError(msgspec.Struct, kw_only=True):
     """One invalid input field."""
 
     field: str
-    """Where the bad value is: a body field (`email`), a query or path parameter (`limit`), or `body`."""
+    """Where the bad value is: a body field (`email`), a query or path parameter (`limit`), a header, or `body`."""
     message: str
 
 
@@ -56,25 +56,135 @@ class Problem(msgspec.Struct, kw_only=True):
     """Field-level errors, present on validation failures."""
 
 
-class AuthenticationFailed(Exception):
+class ServiceError(Exception):
+    """An error the caller can act on. A subclass declares the status and the problem type; the message is the
+    detail, `errors` name the fields at fault, and `headers()` adds what the status calls for."""
+
+    status: ClassVar[int] = HTTPStatus.BAD_REQUEST
+    type: ClassVar[str] = "about:blank"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+    def headers(self) -> dict[str, str] | None:
+        return None
+
+
+class MalformedRequest(ServiceError):
+    """400: the request cannot be read (a body that is not JSON, a header that is not what it must be)."""
+
+    type = "/problems/malformed-request"
+
+
+class InvalidInput(ServiceError):
+    """400: a field, parameter or header has a value it may not have; `errors` names each."""
+
+    type = "/problems/validation-failed"
+
+
+class Unauthenticated(ServiceError):
     """401: the credentials are missing, malformed, wrong, expired or revoked."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    type = "/problems/unauthenticated"
 
     def __init__(self, detail: str, *, error: str | None = "invalid_token") -> None:
         super().__init__(detail)
         self.error = error
         """The RFC 6750 error code for `WWW-Authenticate`; None when no credentials were sent."""
 
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="accounts"'
+        if self.error is not None:
+            description = str(self).replace('"', "'")
+            challenge += f', error="{self.error}", error_description="{description}"'
+        return {"WWW-Authenticate": challenge}
 
-class InvalidEmailToken(Exception):
-    """400: an e-mailed token that is unknown, expired, already used, or for another purpose or address."""
+
+class Forbidden(ServiceError):
+    """403: the caller is known but may not do this."""
+
+    status = HTTPStatus.FORBIDDEN
+    type = "/problems/forbidden"
 
 
-class TooManyAttempts(Exception):
-    """429: too many failed attempts; try again after `retry_after` seconds."""
+class NotFound(ServiceError):
+    """404: no resource with this id."""
+
+    status = HTTPStatus.NOT_FOUND
+    type = "/problems/not-found"
+
+    def __init__(self, detail: str = "No resource with this id exists.") -> None:
+        super().__init__(detail)
+
+
+class RequestTimeout(ServiceError):
+    """408: the request stopped arriving; the connection is closed."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    type = "/problems/request-timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class Conflict(ServiceError):
+    """409: the change conflicts with the resource's state or with other data."""
+
+    status = HTTPStatus.CONFLICT
+    type = "/problems/conflict"
+
+
+class PreconditionFailed(ServiceError):
+    """412: the resource changed since the caller read it (its `If-Match` names another version)."""
+
+    status = HTTPStatus.PRECONDITION_FAILED
+    type = "/problems/stale-etag"
+
+    def __init__(self, detail: str = "The resource changed since you read it: read it again, then retry.") -> None:
+        super().__init__(detail)
+
+
+class PayloadTooLarge(ServiceError):
+    """413: the body is larger than this operation accepts; nothing of it is kept."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    type = "/problems/too-large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """415: the body's Content-Type is not one this operation reads."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    type = "/problems/unsupported-media-type"
+
+
+class TooManyAttempts(ServiceError):
+    """429: too many attempts; try again after `retry_after` seconds."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    type = "/problems/too-many-attempts"
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Unavailable(ServiceError):
+    """503: something the service depends on (the database, the job queue) cannot be used right now."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    type = "/problems/unavailable"
+
+    def __init__(self, detail: str = "The service cannot reach its database right now; try again shortly.") -> None:
+        super().__init__(detail)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def problem_responses(*status_codes: int) -> dict[int, ResponseSpec]:
@@ -140,80 +250,30 @@ def _sent_name(request: Request[Any, Any, Any], argument: str) -> str:
 def _on_validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
     errors = _field_errors(request, exc.extra)
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) if errors else str(exc.detail)
-    return problem_response(400, detail, type_="/problems/validation-failed", errors=errors or msgspec.UNSET)
+    return problem_response(400, detail, type_=InvalidInput.type, errors=errors or msgspec.UNSET)
 
 
 def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     if status >= 500 and status != 503:  # the framework's own failure: its detail is for our log, not the caller
         return _on_unexpected(request, exc)
-    if status == 400:  # Litestar reports an undecodable body as a plain 400
-        return problem_response(400, str(exc.detail), type_="/problems/malformed-request")
     detail = str(exc.detail) if exc.detail else HTTPStatus(status).description
-    return problem_response(status, detail, headers=exc.headers)
+    return problem_response(status, detail, type_=_FRAMEWORK_TYPES.get(status, "about:blank"), headers=exc.headers)
 
 
-def _on_not_found(_: Request[Any, Any, Any], __: NotFoundError) -> Response[Problem]:
-    return problem_response(404, "No resource with this id exists.", type_="/problems/not-found")
+# Litestar's own refusals that are the same problems as ours: an undecodable body, one too large. An unknown route
+# (404) or method (405) is named by its status alone.
+_FRAMEWORK_TYPES = {error.status: error.type for error in (MalformedRequest, PayloadTooLarge, UnsupportedMediaType)}
 
 
-def _on_authentication_failed(_: Request[Any, Any, Any], exc: AuthenticationFailed) -> Response[Problem]:
-    challenge = 'Bearer realm="accounts"'
-    if exc.error is not None:
-        description = str(exc).replace('"', "'")
-        challenge += f', error="{exc.error}", error_description="{description}"'
-    return problem_response(401, str(exc), type_="/problems/unauthenticated", headers={"WWW-Authenticate": challenge})
+def _on_service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Problem]:
+    errors = exc.errors if exc.errors is not None else msgspec.UNSET
+    return problem_response(exc.status, str(exc), type_=exc.type, errors=errors, headers=exc.headers())
 
 
-def _on_invalid_email_token(_: Request[Any, Any, Any], exc: InvalidEmailToken) -> Response[Problem]:
-    return problem_response(
-        400,
-        str(exc),
-        type_="/problems/invalid-token",
-        errors=[FieldError(field="token", message="invalid, expired or already used")],
-    )
-
-
-def _on_too_many_attempts(_: Request[Any, Any, Any], exc: TooManyAttempts) -> Response[Problem]:
-    return problem_response(
-        429, str(exc), type_="/problems/too-many-attempts", headers={"Retry-After": str(exc.retry_after)}
-    )
-
-
-def _on_body_timeout(_: Request[Any, Any, Any], exc: BodyTimeout) -> Response[Problem]:
-    return problem_response(408, str(exc), type_="/problems/request-timeout", headers={"Connection": "close"})
-
-
-def _on_precondition_failed(_: Request[Any, Any, Any], __: PreconditionFailed) -> Response[Problem]:
-    return problem_response(
-        412, "The resource changed since you read it: read it again, then retry.", type_="/problems/stale-etag"
-    )
-
-
-def _on_malformed_precondition(_: Request[Any, Any, Any], exc: MalformedPrecondition) -> Response[Problem]:
-    return problem_response(
-        400,
-        str(exc),
-        type_="/problems/malformed-request",
-        errors=[FieldError(field=exc.header, message="is not `*` or a list of quoted entity tags")],
-    )
-
-
-def _on_idempotency_key_reused(_: Request[Any, Any, Any], __: KeyReused) -> Response[Problem]:
-    return problem_response(
-        422,
-        "This Idempotency-Key was used for a different request: use a new key for a new request.",
-        type_="/problems/idempotency-key-reused",
-    )
-
-
-def _on_idempotency_key_in_use(_: Request[Any, Any, Any], __: KeyInUse) -> Response[Problem]:
-    return problem_response(
-        409,
-        "The first request with this Idempotency-Key is still running; retry shortly.",
-        type_="/problems/idempotency-key-in-use",
-        headers={"Retry-After": "1"},
-    )
+def _on_not_found(request: Request[Any, Any, Any], _: NotFoundError) -> Response[Problem]:
+    """advanced-alchemy's `get` of a row that is not there."""
+    return _on_service_error(request, NotFound())
 
 
 class DatabaseFailure(Enum):
@@ -275,16 +335,6 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             current = current.__context__
 
 
-def unavailable_response() -> NegotiatedResponse:
-    """503: the database (or the queue) cannot be used right now."""
-    return problem_response(
-        503,
-        "The service cannot reach its database right now; try again shortly.",
-        type_="/problems/unavailable",
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
-
-
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Every error without a handler of its own: a database failure by what it means, anything else a 500 logged
     with its traceback. An outage is logged on one line naming the driver's error: during one, every request
@@ -300,7 +350,7 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
             path=request.url.path,
             error=f"{type(driver_error).__name__}: {' '.join(str(driver_error).split())}"[:500],
         )
-        return unavailable_response()
+        return _on_service_error(request, Unavailable())
     log.error("unhandled error", method=request.method, path=request.url.path, exc_info=exc)
     return problem_response(500, "The server failed to handle this request; it has been logged.")
 
@@ -308,11 +358,11 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 def _conflict(exc: BaseException) -> Response[Problem]:
     field = constraint_field(exc)
     if field is None:
-        return problem_response(409, "The change conflicts with existing data.", type_="/problems/conflict")
+        return problem_response(409, "The change conflicts with existing data.", type_=Conflict.type)
     return problem_response(
         409,
         f"{field} is already taken.",
-        type_="/problems/conflict",
+        type_=Conflict.type,
         errors=[FieldError(field=field, message="already taken")],
     )
 
@@ -332,16 +382,9 @@ def constraint_field(exc: BaseException) -> str | None:
 
 
 exception_handlers: ExceptionHandlersMap = {
+    ServiceError: _on_service_error,
     ValidationException: _on_validation_error,
     HTTPException: _on_http_error,
     NotFoundError: _on_not_found,
-    AuthenticationFailed: _on_authentication_failed,
-    TooManyAttempts: _on_too_many_attempts,
-    InvalidEmailToken: _on_invalid_email_token,
-    BodyTimeout: _on_body_timeout,
-    PreconditionFailed: _on_precondition_failed,
-    MalformedPrecondition: _on_malformed_precondition,
-    KeyReused: _on_idempotency_key_reused,
-    KeyInUse: _on_idempotency_key_in_use,
     Exception: _on_unexpected,
 }

@@ -4,7 +4,7 @@ On when `OTEL_TRACES_EXPORTER=otlp`, or when it is unset and an OTLP endpoint is
 (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); off when `OTEL_SDK_DISABLED=true`
 or `OTEL_TRACES_EXPORTER=none`. Every other OTEL_* variable (service name, resource attributes, sampler,
 batch schedule, headers, timeout) is read by the OpenTelemetry SDK itself. This module imports none of
-OpenTelemetry: a process that does not trace loads none of it (`accounts.tracing.spans` does, when on).
+OpenTelemetry: a process that does not trace loads none of it (`spans` does, when on).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from accounts.config import ConfigError
 
 if TYPE_CHECKING:
-    from accounts.tracing.spans import Tracing
+    from accounts.core.observability.tracing.spans import Tracing
 
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -42,6 +42,6 @@ def start_tracing() -> Tracing | None:
     """This process's tracing (a tracer provider exporting over OTLP/HTTP), or None when it is off."""
     if not tracing_requested(os.environ):
         return None
-    from accounts.tracing.spans import Tracing  # noqa: PLC0415  # OpenTelemetry is loaded only when tracing
+    from accounts.core.observability.tracing.spans import Tracing  # noqa: PLC0415  # OpenTelemetry is loaded only when tracing
 
     return Tracing.from_env()

@@ -1,0 +1,85 @@
+"""Who is calling, and what they may do: the Principal a request is made by, and the guards on routes.
+
+The authentication middleware (accounts.auth.authentication) turns credentials into a Principal; routes read
+it as `request.user` and are guarded here. Every route needs credentials unless its `opt` is PUBLIC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+import msgspec
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+
+from accounts.core.errors import Forbidden
+
+ADMIN_SCOPES = frozenset({"users:read", "users:write"})
+"""What an admin user may do besides being an admin: every scope an API key can hold."""
+AUTHENTICATED: list[dict[str, list[str]]] = [{"oauth2": []}, {"bearer": []}, {"apiKey": []}]
+"""OpenAPI security requirement of every endpoint that needs credentials: any one of the three schemes."""
+PUBLIC = {"exclude_from_auth": True}
+"""Route `opt` of the few public routes; every other route needs credentials (deny by default)."""
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The caller of a request: a user (by access token) or a service (by API key)."""
+
+    user_id: UUID | None = None
+    api_key_id: UUID | None = None
+    is_admin: bool = False
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def own_user_id(self) -> UUID:
+        """The calling user's id; a service key has none (routes for users are guarded by requires_user)."""
+        if self.user_id is None:
+            raise Forbidden(_NOT_A_USER)
+        return self.user_id
+
+    @property
+    def identity(self) -> str:
+        """Who owns what this caller creates (idempotency keys, jobs): `user:<id>` or `key:<id>`."""
+        return f"key:{self.api_key_id}" if self.api_key_id is not None else f"user:{self.user_id}"
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def may_access_user(self, user_id: UUID, scope: str) -> bool:
+        """Admins and keys with `scope` reach anyone; a user reaches only themselves."""
+        return self.may(scope) or self.user_id == user_id
+
+
+AuthenticatedRequest = Request[Principal, None, State]
+"""The request of an authenticated route: `request.user` is the caller (read directly, no injection)."""
+
+Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
+_NOT_A_USER = "This needs a user's access token, not an API key."
+
+
+def _guard(check: Callable[[Principal], str | None]) -> Guard:
+    """A guard refusing (403) when `check(caller)` gives a reason. OPTIONS passes: Litestar answers it itself, for
+    anyone (CORS preflights carry no credentials), so there is no caller to check."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        if connection.scope.get("method") == "OPTIONS":
+            return
+        if (reason := check(connection.user)) is not None:
+            raise Forbidden(reason)
+
+    return guard
+
+
+def requires(scope: str) -> Guard:
+    """A guard: the caller holds `scope` (admins hold every scope)."""
+    return _guard(lambda caller: None if caller.may(scope) else f"This needs the `{scope}` scope or an admin.")
+
+
+requires_admin = _guard(lambda caller: None if caller.is_admin else "This needs an admin.")
+"""A guard: the caller is an admin user."""
+
+requires_user = _guard(lambda caller: None if caller.user_id is not None else _NOT_A_USER)
+"""A guard: the caller is a user (an access token), not a service key."""
