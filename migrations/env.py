@@ -9,10 +9,10 @@ from alembic import context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import accounts.auth.models
-import accounts.idempotency
+import accounts.core.http.idempotency
 import accounts.jobs.models
 import accounts.users.models  # noqa: F401
-from accounts.db import Base, include_object
+from accounts.core.db import Base, include_object
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig

@@ -14,9 +14,10 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 
+from accounts.auth import schemas as auth_schemas
 from accounts.auth.authentication import AuthenticationMiddleware, Authenticator
 from accounts.auth.cache import CredentialCache
-from accounts.auth.controllers import ApiKeyController, AuthController, JwksController
+from accounts.auth.controllers import ApiKeyController, AuthController, JwksController, PasswordController
 from accounts.auth.keys import SigningKeys
 from accounts.auth.tokens import AccessTokens
 from accounts.cli import AccountsCLIPlugin
@@ -33,19 +34,25 @@ from accounts.core.observability.tracing import start_tracing
 from accounts.jobs.controllers import JobController
 from accounts.jobs.services import Jobs, JobStore
 from accounts.system.controllers import HealthController, MetricsController
+from accounts.users import schemas as users_schemas
 from accounts.users.controllers import UserController
-from accounts.users.services import UserStore
+from accounts.users.repository import UserRepository
+from accounts.users.services import UserService
 from accounts.worker import make_queue, worker_in_process
 
 
-def provide_user_store(state: State) -> UserStore:
-    store: UserStore = state.user_store
-    return store
+def provide_users(state: State) -> UserService:
+    users: UserService = state.users
+    return users
 
 
 def provide_jobs(state: State) -> Jobs:
     jobs: Jobs = state.jobs
     return jobs
+
+
+REQUEST_EXAMPLES = (*users_schemas.REQUEST_EXAMPLES, *auth_schemas.REQUEST_EXAMPLES)
+"""An example of every request body, for the OpenAPI document."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -55,7 +62,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings, trace_ids=tracing is not None)
     database = sqlalchemy_config(settings)
     tokens = AccessTokens(SigningKeys.from_settings(settings), settings)
-    credentials = CredentialCache(database.get_engine(), settings.asyncpg_direct_url or "")
+    # The users service is made with the app's pools, in the lifespan; it reports changes to the cache, which asks
+    # it who may authenticate.
+    credentials = CredentialCache(
+        lambda user_id: provide_users(app.state).credentials(user_id),
+        database.get_engine(),
+        settings.asyncpg_direct_url or "",
+    )
     metrics = RequestMetrics(Path(settings.metrics_dir) if settings.metrics_dir else None)
 
     @asynccontextmanager
@@ -72,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
             for url in (settings.asyncpg_database_url, *settings.asyncpg_replica_urls)
         ]
-        app.state.user_store = UserStore(pool, credentials, replicas)
+        app.state.users = UserService(UserRepository(pool, replicas), on_credentials_changed=credentials.forget_user)
         app.state.idempotency_keys = IdempotencyKeys(pool, settings.idempotency_key_ttl)
         queue = make_queue(settings)
         if tracing is not None:
@@ -108,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthController,
             JwksController,
             UserController,
+            PasswordController,
             ApiKeyController,
             JobController,
             MetricsController,
@@ -121,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
             "tokens": Provide(lambda: tokens, sync_to_thread=False, use_cache=True),
             "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),
-            "store": Provide(provide_user_store, sync_to_thread=False),
+            "users": Provide(provide_users, sync_to_thread=False),
             "jobs": Provide(provide_jobs, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,
@@ -131,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         response_class=NegotiatedResponse,
         logging_config=None,
     )
-    finish_document(app)
+    finish_document(app, REQUEST_EXAMPLES)
     # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
     app.asgi_handler = with_body_deadline(app.asgi_handler, settings.request_read_timeout)
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics=metrics, log_requests=settings.access_log)

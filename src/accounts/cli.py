@@ -126,10 +126,12 @@ def users_group() -> None:
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, envvar="ACCOUNTS_PASSWORD")
 @click.option("--admin", is_flag=True, help="Give the user admin rights.")
 def create_user_command(email: str, username: str, full_name: str | None, password: str, admin: bool) -> None:
+    import asyncpg  # noqa: PLC0415
     import msgspec  # noqa: PLC0415
-    from advanced_alchemy.exceptions import IntegrityError  # noqa: PLC0415
 
     from accounts.core.db import sqlalchemy_config  # noqa: PLC0415
+    from accounts.core.errors import DatabaseFailure, database_failure  # noqa: PLC0415
+    from accounts.users.repository import UserRepository  # noqa: PLC0415
     from accounts.users.schemas import UserCreate  # noqa: PLC0415
     from accounts.users.services import UserService  # noqa: PLC0415
 
@@ -145,20 +147,22 @@ def create_user_command(email: str, username: str, full_name: str | None, passwo
 
     async def create() -> str:
         database = sqlalchemy_config(settings)
+        pool = await asyncpg.create_pool(settings.asyncpg_database_url, min_size=0, max_size=1)
         try:
             async with database.get_session() as session:
-                users = UserService(session=session)
-                user = await users.create(data)
-                user.is_superuser = admin
+                user = await UserService(UserRepository(pool)).create(session, data, admin=admin)
                 await session.commit()
                 return str(user.id)
         finally:
+            await pool.close()
             await database.get_engine().dispose()
 
     try:
         user_id = asyncio.run(create())
-    except IntegrityError:
-        raise click.ClickException("a user with this e-mail or username already exists") from None
+    except Exception as exc:
+        if database_failure(exc) is DatabaseFailure.CONFLICT:
+            raise click.ClickException("a user with this e-mail or username already exists") from None
+        raise
     click.echo(f"created {'admin ' if admin else ''}user {username} ({user_id})")
 
 

@@ -12,11 +12,12 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
+from accounts.app import REQUEST_EXAMPLES as EXAMPLES
 from accounts.auth import schemas as auth_schemas
-from accounts.core.http.openapi import REQUEST_EXAMPLES
 from accounts.users import schemas as user_schemas
 
 Client = AsyncTestClient[Litestar]
+REQUEST_EXAMPLES = {example.__class__.__name__: example for example in EXAMPLES}
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
 

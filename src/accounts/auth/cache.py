@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -20,7 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accounts.auth.models import ApiKey
-from accounts.users.models import User
 
 CHANNEL = "accounts_auth"
 MAX_ENTRIES = 100_000
@@ -44,8 +44,13 @@ class ApiKeyState(NamedTuple):
     last_used_at: datetime | None
 
 
+UserLoader = Callable[[UUID], Awaitable["tuple[bool, bool, int] | None"]]
+"""(is_active, is_superuser, token_version) of a user, or None (accounts.users.services.UserService.credentials)."""
+
+
 class CredentialCache:
-    def __init__(self, engine: AsyncEngine, listen_dsn: str) -> None:
+    def __init__(self, load_user: UserLoader, engine: AsyncEngine, listen_dsn: str) -> None:
+        self._load_user = load_user
         self._engine = engine
         self._listen_dsn = listen_dsn
         self._users: dict[UUID, UserState | None] = {}
@@ -73,12 +78,7 @@ class CredentialCache:
         if user_id in self._users:
             return self._users[user_id]
         generation = self._generation
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(User.is_active, User.is_superuser, User.token_version).where(User.id == user_id)
-                )
-            ).first()
+        row = await self._load_user(user_id)
         state = UserState(*row) if row else None
         self._remember(self._users, user_id, state, generation)
         return state

@@ -23,6 +23,7 @@ from accounts.auth.schemas import (
     ApiKeyList,
     EmailVerification,
     JwkSet,
+    PasswordChange,
     PasswordGrant,
     PasswordResetConfirm,
     PasswordResetRequest,
@@ -33,7 +34,6 @@ from accounts.auth.schemas import (
 from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
-from accounts.core.db import service_provider
 from accounts.core.errors import Forbidden, problem_responses
 from accounts.core.http.bodies import check_input
 from accounts.core.http.idempotency import IdempotencyMiddleware
@@ -48,7 +48,7 @@ from accounts.core.security import (
     requires_user,
 )
 from accounts.jobs.services import Jobs
-from accounts.users.schemas import UserRead
+from accounts.users.schemas import UserCreate, UserRead
 from accounts.users.services import UserService, to_read
 
 NO_STORE = CacheControlHeader(no_store=True)
@@ -58,14 +58,25 @@ def provide_auth_service(
     db_session: NamedDependency[AsyncSession],
     tokens: NamedDependency[AccessTokens],
     settings: NamedDependency[Settings],
+    users: NamedDependency[UserService],
+    credentials: NamedDependency[CredentialCache],
 ) -> AuthService:
-    return AuthService(db_session, tokens, settings)
+    return AuthService(db_session, tokens, settings, users, credentials)
 
 
 def provide_account_emails(
-    db_session: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+    db_session: NamedDependency[AsyncSession],
+    settings: NamedDependency[Settings],
+    users: NamedDependency[UserService],
+    credentials: NamedDependency[CredentialCache],
 ) -> AccountEmails:
-    return AccountEmails(db_session, settings)
+    return AccountEmails(db_session, settings, users, credentials)
+
+
+def provide_api_keys(
+    db_session: NamedDependency[AsyncSession], credentials: NamedDependency[CredentialCache]
+) -> ApiKeyService:
+    return ApiKeyService(db_session, credentials)
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:
@@ -79,7 +90,6 @@ class AuthController(Controller):
     dependencies = {
         "auth": Provide(provide_auth_service, sync_to_thread=False),
         "emails": Provide(provide_account_emails, sync_to_thread=False),
-        "users": service_provider(UserService),
     }
 
     @post(
@@ -134,14 +144,8 @@ class AuthController(Controller):
         security=AUTHENTICATED,
         responses=problem_responses(401, 403),
     )
-    async def log_out_everywhere(
-        self,
-        auth: NamedDependency[AuthService],
-        credentials: NamedDependency[CredentialCache],
-        request: AuthenticatedRequest,
-    ) -> None:
+    async def log_out_everywhere(self, auth: NamedDependency[AuthService], request: AuthenticatedRequest) -> None:
         await auth.log_out_everywhere(request.user.own_user_id)
-        credentials.forget_user(request.user.own_user_id)
 
     @post(
         "/register",
@@ -157,7 +161,6 @@ class AuthController(Controller):
     )
     async def register(
         self,
-        users: NamedDependency[UserService],
         emails: NamedDependency[AccountEmails],
         jobs: NamedDependency[Jobs],
         settings: NamedDependency[Settings],
@@ -165,8 +168,7 @@ class AuthController(Controller):
     ) -> Response[UserRead]:
         if not settings.registration_enabled:
             raise Forbidden("Sign-up is closed; ask an administrator for an account.")
-        created = await users.create(data)
-        outbox_id = await emails.send_verification(created)  # in the user's transaction: both or neither
+        created, outbox_id = await emails.sign_up(UserCreate(**msgspec.structs.asdict(data)))
         user = to_read(created)
         headers = {"Location": f"/api/v1/users/{user.id}", "ETag": etag(user.version)}
         # Enqueued after the response, hence after the commit: the worker always finds the message.
@@ -239,13 +241,32 @@ class AuthController(Controller):
         responses=problem_responses(400, 413, 415),
     )
     async def confirm_password_reset(
-        self,
-        emails: NamedDependency[AccountEmails],
-        credentials: NamedDependency[CredentialCache],
-        data: JSONBody[PasswordResetConfirm],
+        self, emails: NamedDependency[AccountEmails], data: JSONBody[PasswordResetConfirm]
     ) -> None:
-        user_id = await emails.reset_password(data.token, data.new_password)
-        credentials.forget_user(user_id)
+        await emails.reset_password(data.token, data.new_password)
+
+
+class PasswordController(Controller):
+    """The calling user's own password, where clients look for it: under `/api/v1/users/me`."""
+
+    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
+    path = "/api/v1/users/me/password"
+    tags = ["users"]
+    security = AUTHENTICATED
+    dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
+
+    @post(
+        operation_id="changeMyPassword",
+        summary="Change my password",
+        description="Needs the current password; logs the user out everywhere (every token is revoked).",
+        status_code=204,
+        guards=[requires_user],
+        responses=problem_responses(400, 401, 403, 413, 415, 429),
+    )
+    async def change_my_password(
+        self, auth: NamedDependency[AuthService], request: AuthenticatedRequest, data: JSONBody[PasswordChange]
+    ) -> None:
+        await auth.change_password(request.user.own_user_id, data.current_password, data.new_password)
 
 
 class JwksController(Controller):
@@ -268,7 +289,7 @@ class ApiKeyController(Controller):
     tags = ["api-keys"]
     guards = [requires_admin]
     security = AUTHENTICATED
-    dependencies = {"api_keys": service_provider(ApiKeyService)}
+    dependencies = {"api_keys": Provide(provide_api_keys, sync_to_thread=False)}
 
     @post(
         operation_id="createApiKey",
@@ -300,8 +321,6 @@ class ApiKeyController(Controller):
     async def revoke_api_key(
         self,
         api_keys: NamedDependency[ApiKeyService],
-        credentials: NamedDependency[CredentialCache],
         key_id: Annotated[UUID, Parameter(description="The API key's id.")],
     ) -> None:
         await api_keys.revoke_key(key_id)
-        credentials.forget_api_key(key_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -130,3 +130,17 @@ class ApiKeyCreated(ApiKeyRead, kw_only=True):
 
 class ApiKeyList(Struct, kw_only=True):
     items: list[ApiKeyRead]
+
+
+_TOKEN = "Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_"  # noqa: S105 - an example
+REQUEST_EXAMPLES: tuple[Struct, ...] = (
+    RegisterRequest(email="ada@example.com", username="ada.lovelace", password="correct horse"),  # noqa: S106
+    PasswordGrant(grant_type="password", username="ada@example.com", password="correct horse"),  # noqa: S106
+    RefreshRequest(refresh_token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E"),  # noqa: S106
+    PasswordChange(current_password="correct horse", new_password="battery staple"),  # noqa: S106
+    EmailVerification(token=_TOKEN),
+    PasswordResetRequest(email="ada@example.com"),
+    PasswordResetConfirm(token=_TOKEN, new_password="battery staple"),  # noqa: S106
+    ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2099, 1, 1, tzinfo=UTC)),
+)
+"""The example of each request body of this domain, for the OpenAPI document."""

@@ -11,10 +11,11 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
+from accounts.auth.cache import CredentialCache
 from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token, secret_hash
 from accounts.auth.models import ApiKey, EmailToken, LoginFailure, OutboxMessage, RefreshToken
 from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
@@ -24,6 +25,8 @@ from accounts.core.db import PRIMARY
 from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError, TooManyAttempts, Unauthenticated
 from accounts.core.passwords import hash_password, needs_rehash, verify_password
 from accounts.users.models import User
+from accounts.users.schemas import UserCreate
+from accounts.users.services import UserService, normalise_email
 
 WRONG_CREDENTIALS = "The username or password is wrong."
 
@@ -95,10 +98,16 @@ class RefreshTokenService(SQLAlchemyAsyncRepositoryService[RefreshToken]):
 
 
 class ApiKeyService(SQLAlchemyAsyncRepositoryService[ApiKey]):
+    """Service keys: created with a secret shown once, listed, and revoked at once in every worker."""
+
     class Repo(SQLAlchemyAsyncRepository[ApiKey]):
         model_type = ApiKey
 
     repository_type = Repo
+
+    def __init__(self, session: AsyncSession, credentials: CredentialCache) -> None:
+        super().__init__(session=session)
+        self.credentials = credentials
 
     async def create_key(self, data: ApiKeyCreate, created_by: UUID | None) -> tuple[ApiKey, str]:
         """A new key; the secret is returned once and only its hash is kept."""
@@ -117,6 +126,7 @@ class ApiKeyService(SQLAlchemyAsyncRepositoryService[ApiKey]):
         key = await self.get(key_id, bind_group=PRIMARY)
         if key.revoked_at is None:
             key = await self.update({"revoked_at": datetime.now(UTC)}, item_id=key_id, bind_group=PRIMARY)
+        self.credentials.forget_api_key(key_id)
         return key
 
 
@@ -204,25 +214,27 @@ class AttemptLimits:
 class AuthService:
     """Sign-in and the lifecycle of a user's tokens."""
 
-    def __init__(self, session: AsyncSession, tokens: AccessTokens, settings: Settings) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        tokens: AccessTokens,
+        settings: Settings,
+        users: UserService,
+        credentials: CredentialCache,
+    ) -> None:
         self.session = session
         self.tokens = tokens
         self.settings = settings
+        self.users = users
+        self.credentials = credentials
         self.refresh_tokens = RefreshTokenService(session=session)
         self.attempts = AttemptLimits(session, settings.login_failure_window)
 
     async def login(self, identifier: str, password: str, address: str) -> TokenPair:
         """Tokens for the user named by e-mail or username, if the password is right and no limit is hit."""
-        # On the primary: a user who has just signed up (or changed password) logs in at once.
-        user = (
-            await self.session.execute(
-                select(User)
-                .where(or_(User.email == identifier.lower(), User.username == identifier))
-                .execution_options(bind_group=PRIMARY)
-            )
-        ).scalar_one_or_none()
+        user = await self.users.find_for_login(self.session, identifier)
         # One counter per account whichever name it is logged in with; unknown names count by name.
-        account = str(user.id) if user is not None else identifier.lower()
+        account = str(user.id) if user is not None else normalise_email(identifier)
         attempt = await self.attempts.start(
             {
                 f"account:{account}": self.settings.login_max_failures_per_account,
@@ -235,43 +247,47 @@ class AuthService:
             await attempt.failed()
             raise Unauthenticated(WRONG_CREDENTIALS, error="invalid_grant")
         if hashed is not None and needs_rehash(hashed):
-            user.hashed_password = await hash_password(password)
+            await self.users.rehash_password(self.session, user.id, await hash_password(password))
         await attempt.succeeded()
-        return await self.issue(user)
+        return await self.issue(user.id, user.token_version, is_admin=user.is_superuser)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         user_id, family_id = await self.refresh_tokens.use(refresh_token)
-        user = await self.session.get(User, user_id)
-        if user is None or not user.is_active:
+        state = await self.users.credentials(user_id)
+        if state is None or not state[0]:
             raise Unauthenticated("The refresh token is invalid, expired or revoked.")
-        return await self.issue(user, family_id)
+        _, is_admin, token_version = state
+        return await self.issue(user_id, token_version, is_admin=is_admin, family_id=family_id)
 
-    async def issue(self, user: User, family_id: UUID | None = None) -> TokenPair:
+    async def issue(
+        self, user_id: UUID, token_version: int, *, is_admin: bool, family_id: UUID | None = None
+    ) -> TokenPair:
         return TokenPair(
-            access_token=self.tokens.issue(user.id, token_version=user.token_version, is_admin=user.is_superuser),
+            access_token=self.tokens.issue(user_id, token_version=token_version, is_admin=is_admin),
             token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
             expires_in=self.tokens.ttl,
-            refresh_token=await self.refresh_tokens.issue(user.id, self.settings.refresh_token_ttl, family_id),
+            refresh_token=await self.refresh_tokens.issue(user_id, self.settings.refresh_token_ttl, family_id),
         )
 
     async def log_out_everywhere(self, user_id: UUID) -> None:
         """Revoke every refresh token and, through the token version, every access token of the user."""
-        await self.session.execute(update(User).where(User.id == user_id).values(token_version=User.token_version + 1))
+        await self.users.revoke_tokens(self.session, user_id)
         await self.refresh_tokens.revoke_all(user_id)
+        self.credentials.forget_user(user_id)
 
     async def change_password(self, user_id: UUID, current: str, new: str) -> None:
-        """Set a new password if `current` is right; wrong guesses count against the account's login limit."""
+        """Set a new password if `current` is right, which logs the user out everywhere; wrong guesses count
+        against the account's login limit."""
         attempt = await self.attempts.start({f"account:{user_id}": self.settings.login_max_failures_per_account})
-        user = (
-            await self.session.execute(select(User).where(User.id == user_id).execution_options(bind_group=PRIMARY))
-        ).scalar_one_or_none()
+        user = await self.users.row(self.session, user_id)
         await self.session.commit()  # hand the connection back while argon2 runs
-        if user is None or not await verify_password(user.hashed_password, current):
+        if not await verify_password(user.hashed_password, current):
             await attempt.failed()
             raise Unauthenticated("The current password is wrong.", error="invalid_grant")
-        user.hashed_password = await hash_password(new)
+        await self.users.set_password(self.session, user_id, await hash_password(new))
         await attempt.succeeded()
-        await self.log_out_everywhere(user_id)
+        await self.refresh_tokens.revoke_all(user_id)
+        self.credentials.forget_user(user_id)
 
 
 VERIFY = "verify"
@@ -329,9 +345,19 @@ class AccountEmails:
     Each e-mail is written into the outbox in the caller's transaction; the caller enqueues it after the
     commit (accounts.auth.jobs.enqueue_email)."""
 
-    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+    def __init__(
+        self, session: AsyncSession, settings: Settings, users: UserService, credentials: CredentialCache
+    ) -> None:
         self.session = session
         self.settings = settings
+        self.users = users
+        self.credentials = credentials
+
+    async def sign_up(self, data: UserCreate) -> tuple[User, UUID]:
+        """A new user and the e-mail that verifies their address, in one transaction: both or neither. Returns the
+        user and the outbox message's id."""
+        user = await self.users.create(self.session, data)
+        return user, await self.send_verification(user)
 
     async def send_verification(self, user: User) -> UUID:
         """Write the verification e-mail of `user`'s address; returns the outbox message's id."""
@@ -355,11 +381,7 @@ class AccountEmails:
         """Write a new verification e-mail for a user whose address is not verified yet, at most one per
         EMAIL_VERIFICATION_INTERVAL; earlier links keep working until they expire. Returns the outbox id."""
         # The user's row stays locked until the commit, so concurrent resends write one e-mail.
-        user = (
-            await self.session.execute(
-                select(User).where(User.id == user_id).with_for_update().execution_options(bind_group=PRIMARY)
-            )
-        ).scalar_one()
+        user = await self.users.lock(self.session, user_id)
         if user.email_verified_at is not None:
             raise AlreadyVerified("This address is verified already; there is nothing to resend.")
         last_sent = await self.session.scalar(
@@ -378,7 +400,7 @@ class AccountEmails:
         result = await self.session.execute(
             _REQUEST_RESET,
             {
-                "email": email.lower(),
+                "email": normalise_email(email),
                 "token_id": uuid7(),
                 "token_hash": secret_hash(token),
                 "ttl": self.settings.password_reset_ttl,
@@ -394,11 +416,7 @@ class AccountEmails:
     async def verify_email(self, token: str) -> UUID:
         """Spend a verification token and mark its address verified; returns the user's id."""
         user_id = await self._spend(VERIFY, token)
-        await self.session.execute(
-            update(User)
-            .where(User.id == user_id, User.email_verified_at.is_(None))
-            .values(email_verified_at=func.now(), updated_at=func.now())
-        )
+        await self.users.mark_email_verified(self.session, user_id)
         return user_id
 
     async def reset_password(self, token: str, new_password: str) -> UUID:
@@ -406,18 +424,10 @@ class AccountEmails:
         working, the account's failed-login count is forgiven, and the address counts as verified."""
         hashed = await hash_password(new_password)  # before any query: no connection is held while argon2 runs
         user_id = await self._spend(RESET, token)
-        await self.session.execute(
-            update(User)
-            .where(User.id == user_id)
-            .values(
-                hashed_password=hashed,
-                token_version=User.token_version + 1,
-                email_verified_at=func.coalesce(User.email_verified_at, func.now()),
-                updated_at=func.now(),
-            )
-        )
+        await self.users.set_password(self.session, user_id, hashed, verified_email=True)
         await RefreshTokenService(session=self.session).revoke_all(user_id)
         await self.session.execute(delete(LoginFailure).where(LoginFailure.key == f"account:{user_id}"))
+        self.credentials.forget_user(user_id)
         return user_id
 
     async def _spend(self, purpose: str, token: str) -> UUID:

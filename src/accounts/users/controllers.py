@@ -9,17 +9,13 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import JSONBody, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from accounts.auth.cache import CredentialCache
-from accounts.auth.controllers import provide_auth_service
-from accounts.auth.schemas import PasswordChange
-from accounts.auth.services import AuthService
 from accounts.config import Settings
-from accounts.core.db import service_provider
 from accounts.core.errors import (
     FieldError,
     Forbidden,
@@ -66,7 +62,7 @@ from accounts.users.schemas import (
     UserSort,
     UserUpdate,
 )
-from accounts.users.services import UserService, UserStore, to_read
+from accounts.users.services import UserService, to_read
 
 # Declared `str` in the path so a malformed id is a 400 naming the parameter, not an unmatched route (404).
 UserId = Annotated[UUID, Parameter(description="The user's id (a UUID).")]
@@ -125,7 +121,6 @@ class UserController(Controller):
     path = "/api/v1/users"
     tags = ["users"]
     security = AUTHENTICATED
-    dependencies = {"users": service_provider(UserService)}
 
     @post(
         operation_id="createUser",
@@ -136,8 +131,10 @@ class UserController(Controller):
         response_headers=[LOCATION_HEADER, ETAG_HEADER],
         responses=problem_responses(400, 401, 403, 409, 413, 415),
     )
-    async def create_user(self, users: NamedDependency[UserService], data: JSONBody[UserCreate]) -> Response[UserRead]:
-        user = to_read(await users.create(data))
+    async def create_user(
+        self, users: NamedDependency[UserService], db_session: NamedDependency[AsyncSession], data: JSONBody[UserCreate]
+    ) -> Response[UserRead]:
+        user = to_read(await users.create(db_session, data))
         headers = {"Location": f"{self.path}/{user.id}", "ETag": etag(user.version)}
         return NegotiatedResponse(user, status_code=201, headers=headers)
 
@@ -150,7 +147,7 @@ class UserController(Controller):
     )
     async def list_users(
         self,
-        store: NamedDependency[UserStore],
+        users: NamedDependency[UserService],
         *,
         limit: Annotated[int, Parameter(ge=1, le=200, description="Page size.")] = 20,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000, description="Rows to skip.")] = 0,
@@ -160,7 +157,7 @@ class UserController(Controller):
         q: PrefixFilter = None,
     ) -> UserPage:
         query = UserListQuery(limit=limit, offset=offset, sort=sort, is_active=is_active, email=email, q=q)
-        return await store.page(query)
+        return await users.page(query)
 
     @get(
         "/me",
@@ -171,9 +168,9 @@ class UserController(Controller):
         responses={**problem_responses(400, 401, 403), **NOT_MODIFIED},
     )
     async def get_me(
-        self, store: NamedDependency[UserStore], request: AuthenticatedRequest, if_none_match: IfNoneMatch = None
+        self, users: NamedDependency[UserService], request: AuthenticatedRequest, if_none_match: IfNoneMatch = None
     ) -> Response[UserRead]:
-        user = await store.get(request.user.own_user_id)
+        user = await users.get(request.user.own_user_id)
         return tagged(user, user.version, if_none_match=if_none_match)
 
     @patch(
@@ -187,33 +184,13 @@ class UserController(Controller):
     )
     async def update_me(
         self,
-        store: NamedDependency[UserStore],
+        users: NamedDependency[UserService],
         request: AuthenticatedRequest,
         data: JSONBody[ProfileUpdate],
         if_match: IfMatch = None,
     ) -> Response[UserRead]:
-        user = await store.update(request.user.own_user_id, data, versions=if_match_versions(if_match))
+        user = await users.update(request.user.own_user_id, data, versions=if_match_versions(if_match))
         return tagged(user, user.version)
-
-    @post(
-        "/me/password",
-        operation_id="changeMyPassword",
-        summary="Change my password",
-        description="Needs the current password; logs the user out everywhere (every token is revoked).",
-        status_code=204,
-        guards=[requires_user],
-        dependencies={"auth": Provide(provide_auth_service, sync_to_thread=False)},
-        responses=problem_responses(400, 401, 403, 413, 415, 429),
-    )
-    async def change_my_password(
-        self,
-        auth: NamedDependency[AuthService],
-        credentials: NamedDependency[CredentialCache],
-        request: AuthenticatedRequest,
-        data: JSONBody[PasswordChange],
-    ) -> None:
-        await auth.change_password(request.user.own_user_id, data.current_password, data.new_password)
-        credentials.forget_user(request.user.own_user_id)
 
     @get(
         "/{user_id:str}",
@@ -225,14 +202,14 @@ class UserController(Controller):
     )
     async def get_user(
         self,
-        store: NamedDependency[UserStore],
+        users: NamedDependency[UserService],
         request: AuthenticatedRequest,
         user_id: UserId,
         if_none_match: IfNoneMatch = None,
     ) -> Response[UserRead]:
         if not request.user.may_access_user(user_id, "users:read"):
             raise Forbidden("You may read only your own account.")
-        user = await store.get(user_id)
+        user = await users.get(user_id)
         return tagged(user, user.version, if_none_match=if_none_match)
 
     @patch(
@@ -245,14 +222,14 @@ class UserController(Controller):
     )
     async def update_user(
         self,
-        store: NamedDependency[UserStore],
+        users: NamedDependency[UserService],
         request: AuthenticatedRequest,
         user_id: UserId,
         data: JSONBody[UserUpdate],
         if_match: IfMatch = None,
     ) -> Response[UserRead]:
         ensure_may_update(request.user, user_id, data)
-        user = await store.update(user_id, data, versions=if_match_versions(if_match))
+        user = await users.update(user_id, data, versions=if_match_versions(if_match))
         return tagged(user, user.version)
 
     @delete(
@@ -263,8 +240,8 @@ class UserController(Controller):
         guards=[requires("users:write")],
         responses=problem_responses(400, 401, 403, 404, 412),
     )
-    async def delete_user(self, store: NamedDependency[UserStore], user_id: UserId, if_match: IfMatch = None) -> None:
-        await store.delete(user_id, versions=if_match_versions(if_match))
+    async def delete_user(self, users: NamedDependency[UserService], user_id: UserId, if_match: IfMatch = None) -> None:
+        await users.delete(user_id, versions=if_match_versions(if_match))
 
     @post(
         "/imports",

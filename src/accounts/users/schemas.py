@@ -181,3 +181,11 @@ class RowError(Struct, kw_only=True):
     line: int
     """The row's line in the uploaded file (1 is the first line; a CSV header is line 1)."""
     error: str
+
+
+REQUEST_EXAMPLES: tuple[Struct, ...] = (
+    UserCreate(email="ada@example.com", username="ada.lovelace", full_name="Ada Lovelace", password="correct horse"),  # noqa: S106
+    UserUpdate(full_name="Ada King", is_active=False),
+    ProfileUpdate(full_name="Ada King", bio="Analyst of engines."),
+)
+"""The example of each request body of this domain, for the OpenAPI document."""

@@ -1,24 +1,28 @@
-"""Users: the service and its repository, and the rules that apply whoever calls them."""
+"""Users: the one service that writes `users`, with the rules that hold whoever calls it.
+
+Controllers, sign-in (accounts.auth) and the CLI all go through `UserService`; its statements are in
+accounts.users.repository. E-mail addresses are stored lower-cased (`normalise_email`), so they are unique
+regardless of case; passwords are stored as argon2id hashes only.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 import asyncpg
 import msgspec
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from advanced_alchemy.service import ModelDictT, SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
 from asyncpg.pool import PoolConnectionProxy
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from accounts.auth.cache import CredentialCache
 from accounts.core.errors import NotFound, PreconditionFailed
 from accounts.core.passwords import hash_password
 from accounts.users.models import User
+from accounts.users.repository import UserRepository, filters
 from accounts.users.schemas import (
     OnDuplicate,
     ProfileUpdate,
@@ -32,150 +36,133 @@ from accounts.users.schemas import (
 )
 
 
-def _prefix_pattern(text: str) -> str:
-    """A LIKE pattern matching strings that start with `text` taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"{escaped}%"
+def normalise_email(email: str) -> str:
+    """An address as it is stored and looked up: lower-cased, so `Ada@Example.com` and `ada@example.com` are one."""
+    return email.lower()
 
 
-class UserService(SQLAlchemyAsyncRepositoryService[User]):
-    """Creates users (reads, updates and deletes are `UserStore`'s)."""
+def _no_one(_: UUID) -> None:
+    pass
 
-    class Repo(SQLAlchemyAsyncRepository[User]):
-        model_type = User
 
-    repository_type = Repo
-    match_fields = ["email"]
+class UserService:
+    """Creating, reading, changing and deleting users; their passwords, token versions and verified addresses.
 
-    async def to_model_on_create(self, data: ModelDictT[User]) -> ModelDictT[User]:
-        values = _normalise(schema_dump(data))
-        if isinstance(values, dict) and (password := values.pop("password", None)) is not None:
+    `on_credentials_changed(user_id)` is called when a change decides whether the user's tokens still work (a
+    deactivation, admin rights, a deletion), so this worker's credential cache forgets the user at once; the
+    other workers hear it from the database."""
+
+    def __init__(self, repository: UserRepository, on_credentials_changed: Callable[[UUID], None] = _no_one) -> None:
+        self.repository = repository
+        self.on_credentials_changed = on_credentials_changed
+
+    async def create(self, session: AsyncSession, data: UserCreate, *, admin: bool = False) -> User:
+        """A new user, in the session's transaction (committed with the rest of the request)."""
+        values = schema_dump(data)
+        values["email"] = normalise_email(values["email"])
+        if (password := values.pop("password", None)) is not None:
             values["hashed_password"] = await hash_password(password)
-        return values
-
-
-_COLUMNS = ", ".join(UserRead.__struct_fields__)
-_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
-_ORDER = {
-    "created_at": "created_at, id",
-    "-created_at": "created_at DESC, id DESC",
-    "email": "email",
-    "-email": "email DESC",
-    "username": "username",
-    "-username": "username DESC",
-}
-
-
-class UserStore:
-    """The hot paths (read a user, a page of users, update a user) straight on asyncpg: one round trip
-    each, prepared statements, no ORM objects. `make bench` measured the ORM path at a third of the
-    throughput. Deletes are here too, as one conditional statement; creating stays on UserService.
-
-    `get` and `page` read from the replicas in turn, when there are any, so they may lag the primary a
-    little; writes, and the reads that decide or answer a write, use the primary `pool`."""
-
-    def __init__(self, pool: asyncpg.Pool, credentials: CredentialCache, replicas: Sequence[asyncpg.Pool] = ()) -> None:
-        self.pool = pool
-        self.credentials = credentials
-        self._read_pools = itertools.cycle(replicas or [pool])
+        return await self.repository.insert(session, values | {"is_superuser": admin})
 
     async def get(self, user_id: UUID, *, primary: bool = False) -> UserRead:
-        """The user as a replica has it; `primary` when the answer must include the caller's last write."""
-        pool = self.pool if primary else next(self._read_pools)
-        record = await pool.fetchrow(_BY_ID, user_id)
-        if record is None and pool is not self.pool:  # a user created a moment ago may not have reached the replica
-            record = await self.pool.fetchrow(_BY_ID, user_id)
-        if record is None:
+        user = await self.repository.get(user_id, primary=primary)
+        if user is None:
             raise NotFound(f"No user has the id {user_id}.")
-        return UserRead(**record)
+        return user
+
+    async def page(self, query: UserListQuery) -> UserPage:
+        return await self.repository.page(_normalised_filters(query))
 
     async def update(self, user_id: UUID, data: ProfileUpdate, *, versions: list[int] | None = None) -> UserRead:
-        """Change the fields `data` carries, if the user's version is one of `versions` (any, if None);
-        an empty update reads the user back."""
-        changes = _normalise(schema_dump(data))
+        """Change the fields `data` carries, if the user's version is one of `versions` (any, if None); an empty
+        update reads the user back (from the primary: it answers a write)."""
+        changes = schema_dump(data)
+        if isinstance(changes.get("email"), str):
+            changes["email"] = normalise_email(changes["email"])
         if not changes:
             user = await self.get(user_id, primary=True)
             if versions is not None and user.version not in versions:
                 raise PreconditionFailed
             return user
-        # Column names come from the Struct's fields, never from the request; values are $n parameters.
-        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
-        condition = "" if versions is None else f" AND version = ANY(${len(changes) + 2}::int[])"
-        record = await self.pool.fetchrow(
-            f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1{condition} RETURNING {_COLUMNS}",  # noqa: S608
-            user_id,
-            *changes.values(),
-            *([] if versions is None else [versions]),
-        )
-        if record is None:
+        updated = await self.repository.update(user_id, changes, versions)
+        if updated is None:
             await self._explain_miss(user_id)
         if changes.keys() & {"is_active", "is_superuser"}:
-            self.credentials.forget_user(user_id)  # holds in this worker from the next request on
-        return UserRead(**record)
+            self.on_credentials_changed(user_id)
+        return updated
 
     async def delete(self, user_id: UUID, *, versions: list[int] | None = None) -> None:
         """Delete the user if their version is one of `versions` (any, if None); their tokens and keys go too."""
-        deleted = await self.pool.fetchval(
-            "DELETE FROM users WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id",
-            user_id,
-            versions,
-        )
-        if deleted is None:
+        if not await self.repository.delete(user_id, versions):
             await self._explain_miss(user_id)
-        self.credentials.forget_user(user_id)
+        self.on_credentials_changed(user_id)
 
     async def _explain_miss(self, user_id: UUID) -> NoReturn:
         """A conditional write changed no row: the user is gone (404) or has another version (412)."""
-        if await self.pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is None:
+        if not await self.repository.exists(user_id):
             raise NotFound(f"No user has the id {user_id}.")
         raise PreconditionFailed
 
-    async def page(self, query: UserListQuery) -> UserPage:
-        """One page and the exact number of matches; without `email` or `q` the number comes from the
-        trigger-kept `user_counts`, so it costs the same for a thousand users as for a million."""
-        values: list[object] = [query.limit, query.offset]
-        conditions = _filters(query, values)
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        if query.email is None and not query.q:
-            flag = "WHERE is_active = $3" if query.is_active is not None else ""
-            total = f"SELECT coalesce(sum(users), 0)::bigint FROM user_counts {flag}"  # noqa: S608 - fixed fragments
-        else:
-            total = f"SELECT count(*) FROM users {where}"  # noqa: S608 - values go as $n parameters
-        # One round trip: the total, joined to the page (a row of NULLs when the page is empty).
-        records = await next(self._read_pools).fetch(
-            f"SELECT ({total}) AS total, page.* FROM (SELECT 1) AS one LEFT JOIN LATERAL ("  # noqa: S608
-            f"SELECT {_COLUMNS} FROM users {where} ORDER BY {_ORDER[query.sort]} LIMIT $1 OFFSET $2"
-            ") AS page ON true",
-            *values,
-        )
-        items = [
-            UserRead(**{name: record[name] for name in UserRead.__struct_fields__})
-            for record in records
-            if record["id"] is not None
-        ]
-        return UserPage(items=items, total=records[0]["total"], limit=query.limit, offset=query.offset)
+    async def credentials(self, user_id: UUID) -> tuple[bool, bool, int] | None:
+        """(is_active, is_superuser, token_version) of the user, for checking their tokens; None if none."""
+        return await self.repository.credentials(user_id)
+
+    # --- what sign-in and e-mail change, in the caller's transaction ---------------------------
+
+    async def find_for_login(self, session: AsyncSession, identifier: str) -> User | None:
+        """The user an e-mail address (any case) or a username names."""
+        return await self.repository.find_for_login(session, normalise_email(identifier), identifier)
+
+    async def row(self, session: AsyncSession, user_id: UUID) -> User:
+        """The user's row as the primary has it (to check the password it holds, say)."""
+        user = await self.repository.row(session, user_id)
+        if user is None:
+            raise NotFound(f"No user has the id {user_id}.")
+        return user
+
+    async def lock(self, session: AsyncSession, user_id: UUID) -> User:
+        """The user, whose row stays locked until the session's transaction ends (one change at a time)."""
+        user = await self.repository.lock(session, user_id)
+        if user is None:
+            raise NotFound(f"No user has the id {user_id}.")
+        return user
+
+    async def set_password(
+        self, session: AsyncSession, user_id: UUID, hashed_password: str, *, verified_email: bool = False
+    ) -> None:
+        """Store a new password hash; every token issued before stops working (the token version moves on).
+        `verified_email`: the change was proved through the address (a reset link), so it counts as verified."""
+        values: dict[str, Any] = {"hashed_password": hashed_password, "token_version": User.token_version + 1}
+        if verified_email:
+            values["email_verified_at"] = _coalesce_now(User.email_verified_at)
+        await self.repository.set(session, user_id, **values)
+
+    async def rehash_password(self, session: AsyncSession, user_id: UUID, hashed_password: str) -> None:
+        """The same password, hashed with the current parameters: its tokens keep working."""
+        await self.repository.set(session, user_id, hashed_password=hashed_password)
+
+    async def revoke_tokens(self, session: AsyncSession, user_id: UUID) -> None:
+        """Every access token issued to the user before now stops working (logging out everywhere)."""
+        await self.repository.set(session, user_id, token_version=User.token_version + 1)
+
+    async def mark_email_verified(self, session: AsyncSession, user_id: UUID) -> None:
+        await self.repository.set(session, user_id, User.email_verified_at.is_(None), email_verified_at=func.now())
 
 
-def _filters(query: UserListQuery | UserExportQuery, values: list[object]) -> list[str]:
-    """The SQL conditions of the list filters; their values are appended to `values` as $n parameters."""
-    conditions: list[str] = []
-    if query.is_active is not None:
-        values.append(query.is_active)
-        conditions.append(f"is_active = ${len(values)}")
-    if query.email is not None:
-        values.append(query.email.lower())
-        conditions.append(f"email = ${len(values)}")
-    if query.q:
-        values.append(_prefix_pattern(query.q.lower()))
-        n = len(values)
-        conditions.append(f"(email LIKE ${n} OR username LIKE ${n} OR lower(full_name) LIKE ${n})")
-    return conditions
+def _coalesce_now(column: Any) -> Any:
+    return func.coalesce(column, func.now())
 
 
-def _normalise(data: Any) -> Any:
-    if isinstance(data, dict) and isinstance(data.get("email"), str):
-        data["email"] = data["email"].lower()
-    return data
+FilteredQuery = TypeVar("FilteredQuery", UserListQuery, UserExportQuery)
+
+
+def _normalised_filters(query: FilteredQuery) -> FilteredQuery:
+    """The filters as stored values compare: the e-mail and the prefix lower-cased."""
+    return msgspec.structs.replace(
+        query,
+        email=normalise_email(query.email) if query.email is not None else None,
+        q=query.q.lower() if query.q else query.q,
+    )
 
 
 def to_read(user: User) -> UserRead:
@@ -282,7 +269,7 @@ class UserExports:
 
     async def count(self, query: UserExportQuery) -> int:
         values: list[object] = []
-        conditions = _filters(query, values)
+        conditions = filters(_normalised_filters(query), values)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         total: int = await self.connection.fetchval(f"SELECT count(*) FROM users {where}", *values)  # noqa: S608
         return total
@@ -291,7 +278,7 @@ class UserExports:
         after: tuple[object, object] | None = None
         while True:
             values: list[object] = [size]
-            conditions = _filters(query, values)
+            conditions = filters(_normalised_filters(query), values)
             if after is not None:
                 values.extend(after)
                 conditions.append(f"(created_at, id) > (${len(values) - 1}, ${len(values)})")

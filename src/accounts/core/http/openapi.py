@@ -7,7 +7,7 @@ Litestar would wrap one type in a `oneOf` of one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from importlib.metadata import version
 from typing import Any
 
@@ -34,22 +34,11 @@ from litestar.openapi.spec import (
 )
 from litestar.routes import HTTPRoute
 
-from accounts.auth.schemas import (
-    ApiKeyCreate,
-    EmailVerification,
-    PasswordChange,
-    PasswordGrant,
-    PasswordResetConfirm,
-    PasswordResetRequest,
-    RefreshRequest,
-    RegisterRequest,
-)
 from accounts.core.http.idempotency import DESCRIPTION as IDEMPOTENCY_DESCRIPTION
 from accounts.core.http.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.core.http.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from accounts.core.http.idempotency import IdempotencyMiddleware
 from accounts.core.http.media import JSON, MSGPACK, PROBLEM_JSON, PROBLEM_MSGPACK
-from accounts.users.schemas import ProfileUpdate, UserCreate, UserUpdate
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "oauth2": SecurityScheme(
@@ -74,26 +63,6 @@ LOCATION_HEADER = ResponseHeader(
     value="/api/v1/users/01936f3e-2a4b-7c3d-8e5f-a1b2c3d4e5f6",  # gives the header its schema (a string)
 )
 
-# One example per request body, keyed by the schema's name; a test checks each one decodes into its Struct.
-REQUEST_EXAMPLES: dict[str, msgspec.Struct] = {
-    example.__class__.__name__: example
-    for example in (
-        UserCreate(
-            email="ada@example.com", username="ada.lovelace", full_name="Ada Lovelace", password="correct horse"
-        ),
-        UserUpdate(full_name="Ada King", is_active=False),
-        ProfileUpdate(full_name="Ada King", bio="Analyst of engines."),
-        RegisterRequest(email="ada@example.com", username="ada.lovelace", password="correct horse"),
-        PasswordGrant(grant_type="password", username="ada@example.com", password="correct horse"),
-        RefreshRequest(refresh_token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E"),
-        PasswordChange(current_password="correct horse", new_password="battery staple"),
-        EmailVerification(token="Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_"),
-        PasswordResetRequest(email="ada@example.com"),
-        PasswordResetConfirm(token="Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_", new_password="battery staple"),
-        ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2099, 1, 1, tzinfo=UTC)),
-    )
-}
-
 _USES_DATABASE = "uses_database"
 NO_DATABASE = {_USES_DATABASE: False}
 """Route `opt` of the few routes that reach neither the database nor the job queue, not even to authenticate: the
@@ -116,8 +85,10 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def finish_document(app: Litestar) -> None:
-    """Complete the document Litestar built for `app`, in place (it is built once and served as is)."""
+def finish_document(app: Litestar, request_examples: Iterable[msgspec.Struct]) -> None:
+    """Complete the document Litestar built for `app`, in place (it is built once and served as is); each request
+    body gets the example of its Struct from `request_examples` (a test checks each decodes into its Struct)."""
+    examples = {example.__class__.__name__: msgspec.to_builtins(example) for example in request_examples}
     document = app.openapi_schema
     handlers: dict[str, HTTPRouteHandler] = {
         handler.operation_id: handler
@@ -135,7 +106,7 @@ def finish_document(app: Litestar) -> None:
                 if IdempotencyMiddleware in (handler.middleware or []):
                     _declare_idempotency(operation)
                 _declare_common_answers(operation, uses_database=handler.opt.get(_USES_DATABASE, True))
-                _finish_operation(operation)
+                _finish_operation(operation, examples)
 
 
 _RETRY_AFTER = OpenAPIHeader(
@@ -204,13 +175,12 @@ def _declare_idempotency(operation: Operation) -> None:
         in_use.headers = {**(in_use.headers or {}), "Retry-After": _RETRY_AFTER}
 
 
-def _finish_operation(operation: Operation) -> None:
+def _finish_operation(operation: Operation, examples: dict[str, Any]) -> None:
     body = operation.request_body
     if body is not None and not isinstance(body, Reference):
         for media in body.content.values():
             if isinstance(media.schema, Reference) and media.example is None:
-                example = REQUEST_EXAMPLES.get(media.schema.ref.rsplit("/", 1)[-1])
-                media.example = msgspec.to_builtins(example) if example is not None else None
+                media.example = examples.get(media.schema.ref.rsplit("/", 1)[-1])
         _add_msgpack_twins(body.content)
     for response in (operation.responses or {}).values():
         if not isinstance(response, Reference) and response.content:
