@@ -24,11 +24,11 @@ from saq.job import CronJob, Status
 from saq.types import PartialTimersDict
 from saq.utils import now
 
-from accounts.auth.jobs import flush_outbox, send_email
 from accounts.config import Settings
 from accounts.core.observability.logging import configure_logging
 from accounts.core.observability.tracing import start_tracing
 from accounts.jobs.services import AttemptLog, JobStore, WorkerContext, tracked_id, tracked_id_of
+from accounts.mail.jobs import flush_outbox, send_email
 from accounts.system.jobs import purge_expired
 from accounts.users.jobs import export_users, import_users
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from accounts.auth.jobs import SEND_ATTEMPTS, send_email_job
 from accounts.auth.services import _duration
 from accounts.config import Settings
-from accounts.mail import compose, deliver
+from accounts.mail.jobs import SEND_ATTEMPTS, send_email_job
+from accounts.mail.transport import compose, deliver
 
 
 def test_a_message_has_the_configured_sender_and_an_id_from_its_outbox_row() -> None:

@@ -16,7 +16,6 @@ from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.auth.cache import CredentialCache
-from accounts.auth.jobs import enqueue_email
 from accounts.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -48,6 +47,7 @@ from accounts.core.security import (
     requires_user,
 )
 from accounts.jobs.services import Jobs
+from accounts.mail.jobs import enqueue_email
 from accounts.users.schemas import UserCreate, UserRead
 from accounts.users.services import UserService, to_read
 

@@ -1,5 +1,4 @@
-"""Tables of credentials: refresh tokens, API keys, the login-failure counters, e-mailed tokens and the
-outbox of e-mails waiting to be sent."""
+"""Tables of credentials: refresh tokens, API keys, the login-failure counters and e-mailed tokens."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -77,23 +76,3 @@ class EmailToken(Base):
     email: Mapped[str] = mapped_column(String(254))
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
-
-
-class OutboxMessage(Base):
-    """An e-mail written in the transaction of the change that causes it, sent by the `send_email` task.
-
-    The body (which holds a token) is cleared once the message is sent; unsent rows go when they expire."""
-
-    __tablename__ = "outbox_messages"
-    __table_args__ = (
-        Index("ix_outbox_messages_unsent", "created_at", postgresql_where=text("sent_at IS NULL")),
-        Index("ix_outbox_messages_sent_at", "sent_at"),
-        Index("ix_outbox_messages_expires_at", "expires_at"),
-    )
-
-    kind: Mapped[str] = mapped_column(String(32))
-    recipient: Mapped[str] = mapped_column(String(254))
-    subject: Mapped[str] = mapped_column(String(200))
-    body: Mapped[str | None] = mapped_column(Text)
-    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -17,13 +17,14 @@ from uuid_utils.compat import uuid7
 
 from accounts.auth.cache import CredentialCache
 from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token, secret_hash
-from accounts.auth.models import ApiKey, EmailToken, LoginFailure, OutboxMessage, RefreshToken
+from accounts.auth.models import ApiKey, EmailToken, LoginFailure, RefreshToken
 from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
 from accounts.core.db import PRIMARY
 from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError, TooManyAttempts, Unauthenticated
 from accounts.core.passwords import hash_password, needs_rehash, verify_password
+from accounts.mail.outbox import Outbox
 from accounts.users.models import User
 from accounts.users.schemas import UserCreate
 from accounts.users.services import UserService, normalise_email
@@ -343,7 +344,7 @@ class AccountEmails:
     A token is 256 random bits, kept only as its SHA-256 (found by that hash, so nothing is compared
     character by character), bound to its purpose and to the address it was sent to, and spent once.
     Each e-mail is written into the outbox in the caller's transaction; the caller enqueues it after the
-    commit (accounts.auth.jobs.enqueue_email)."""
+    commit (accounts.mail.jobs.enqueue_email)."""
 
     def __init__(
         self, session: AsyncSession, settings: Settings, users: UserService, credentials: CredentialCache
@@ -363,19 +364,18 @@ class AccountEmails:
         """Write the verification e-mail of `user`'s address; returns the outbox message's id."""
         token = new_email_token()
         expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.email_verification_ttl)
-        message = OutboxMessage(
+        self.session.add(
+            EmailToken(
+                user_id=user.id, purpose=VERIFY, token_hash=secret_hash(token), email=user.email, expires_at=expires_at
+            )
+        )
+        return await Outbox(self.session).write(
             kind="verify_email",
             recipient=user.email,
             subject=VERIFY_SUBJECT,
             body=self._body(VERIFY, token),
             expires_at=expires_at,
         )
-        record = EmailToken(
-            user_id=user.id, purpose=VERIFY, token_hash=secret_hash(token), email=user.email, expires_at=expires_at
-        )
-        self.session.add_all([record, message])
-        await self.session.flush()
-        return message.id
 
     async def resend_verification(self, user_id: UUID) -> UUID:
         """Write a new verification e-mail for a user whose address is not verified yet, at most one per

@@ -30,8 +30,8 @@ from redis.asyncio import Redis
 
 from accounts import worker
 from accounts.app import create_app
-from accounts.auth.jobs import send_email
 from accounts.config import Settings
+from accounts.mail.jobs import send_email
 from tests.conftest import insert_api_key
 from tests.integration.auth.support import (
     AUTH,

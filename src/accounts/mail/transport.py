@@ -1,7 +1,7 @@
 """Outgoing e-mail: through an SMTP server (SMTP_HOST), or, by default, as .eml files in DATA_DIR/mail.
 
-Messages are written by the request that causes them into the outbox (accounts.auth.models.OutboxMessage)
-and sent from there by a worker task (accounts.auth.jobs.send_email), which calls `deliver`.
+Messages are written by the request that causes them into the outbox (accounts.mail.outbox) and sent from
+there by a worker task (accounts.mail.jobs.send_email), which calls `deliver`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tasks of the auth domain: sending the outbox's e-mails, and putting back on the queue what was not sent.
+"""Sending the outbox's e-mails, and putting back on the queue what was not sent.
 
 A request writes its e-mail into `outbox_messages` in the transaction of the change that causes it, then
 tries to enqueue `send_email` (`enqueue_email`). If the queue is unreachable the request still succeeds:
@@ -15,7 +15,7 @@ import structlog
 from saq import Job
 
 from accounts.jobs.services import Jobs, WorkerContext
-from accounts.mail import compose, deliver
+from accounts.mail.transport import compose, deliver
 
 log = structlog.get_logger("accounts.mail")
 
