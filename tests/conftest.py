@@ -35,7 +35,6 @@ TABLES = (
     "api_keys",
     "login_failures",
     "idempotency_keys",
-    "jobs",
     "email_tokens",
     "outbox_messages",
 )

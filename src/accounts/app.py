@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -24,7 +24,7 @@ from accounts.cli import AccountsCLIPlugin
 from accounts.config import Settings
 from accounts.core.db import request_transactions, sqlalchemy_config
 from accounts.core.errors import exception_handlers
-from accounts.core.http.bodies import BodyRequest, with_body_deadline
+from accounts.core.http.bodies import BodyRequest, check_input, with_body_deadline
 from accounts.core.http.idempotency import IdempotencyKeys
 from accounts.core.http.media import NegotiatedResponse
 from accounts.core.http.openapi import finish_document, openapi_config
@@ -32,7 +32,7 @@ from accounts.core.observability.logging import RequestContextMiddleware, config
 from accounts.core.observability.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
 from accounts.core.observability.tracing import start_tracing
 from accounts.jobs.controllers import JobController
-from accounts.jobs.services import Jobs, JobStore
+from accounts.jobs.services import Jobs
 from accounts.system.controllers import HealthController, MetricsController
 from accounts.users import schemas as users_schemas
 from accounts.users.controllers import UserController
@@ -51,6 +51,12 @@ def provide_jobs(state: State) -> Jobs:
     return jobs
 
 
+API = Router(
+    "/api/v1",
+    route_handlers=[AuthController, UserController, PasswordController, ApiKeyController, JobController],
+    before_request=check_input,  # query strings and forms that are not UTF-8; JSON bodies are BodyRequest's
+)
+"""Every endpoint of the API proper, under one prefix; health, keys and metrics stay at the root."""
 REQUEST_EXAMPLES = (*users_schemas.REQUEST_EXAMPLES, *auth_schemas.REQUEST_EXAMPLES)
 """An example of every request body, for the OpenAPI document."""
 
@@ -90,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         queue = make_queue(settings)
         if tracing is not None:
             tracing.carry_context(queue)
-        app.state.jobs = Jobs(JobStore(pool), queue)
+        app.state.jobs = Jobs(queue, settings.job_result_ttl)
         await credentials.start()
         app.state.authenticator = Authenticator(tokens, credentials, database.get_engine())
         app.state.metrics = metrics
@@ -116,16 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.gather(*(each.close() for each in (pool, *replicas)))
 
     app = Litestar(
-        route_handlers=[
-            HealthController,
-            AuthController,
-            JwksController,
-            UserController,
-            PasswordController,
-            ApiKeyController,
-            JobController,
-            MetricsController,
-        ],
+        route_handlers=[HealthController, JwksController, MetricsController, API],
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds a caller's `Idempotency-Key` and its stored response are kept."""
     redis_url: str | None = None
     """Redis for the job queue; unset means the queue lives in PostgreSQL."""
+    queue_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = "accounts"
+    """The job queue's name, the same for the API and its workers; deployments (or test runs) that share a Redis
+    or a database each need their own."""
     worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     """Jobs one worker process runs at once."""
     worker_in_process: bool = False

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram, start_http_server
-from saq import Queue, Worker
+from saq import Job, Queue, Worker
 from saq.job import CronJob, Status
 from saq.types import PartialTimersDict
 from saq.utils import now
@@ -27,15 +26,13 @@ from saq.utils import now
 from accounts.config import Settings
 from accounts.core.observability.logging import configure_logging
 from accounts.core.observability.tracing import start_tracing
-from accounts.jobs.services import AttemptLog, JobStore, WorkerContext, tracked_id, tracked_id_of
+from accounts.jobs.services import WORKER_STOPPED, WorkerContext, end_run, error_line
 from accounts.mail.jobs import flush_outbox, send_email
 from accounts.system.jobs import purge_expired
 from accounts.users.jobs import export_users, import_users
 
 if TYPE_CHECKING:
     from accounts.core.observability.tracing.spans import Tracing
-
-QUEUE_NAME = "accounts"
 
 # Every task by the name it is enqueued under; a domain adds its tasks here.
 TASKS: dict[str, Any] = {
@@ -49,8 +46,6 @@ CRON_JOBS = [
     CronJob(purge_expired, cron="*/10 * * * *", timeout=300, retries=1),
     CronJob(flush_outbox, cron="* * * * *", timeout=60, retries=1),
 ]
-
-_RECORDED = {Status.COMPLETE: "complete", Status.FAILED: "failed", Status.QUEUED: "queued"}
 
 log = structlog.get_logger("accounts.worker")
 # One worker process, so prometheus_client's ordinary registry is right here (the API needs more).
@@ -66,40 +61,21 @@ def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
     if settings.redis_url:
         from saq.queue.redis import RedisQueue  # noqa: PLC0415
 
-        return _recording_sweeps(RedisQueue).from_url(settings.redis_url, name=QUEUE_NAME)
+        return RedisQueue.from_url(settings.redis_url, name=settings.queue_name, swept_error_message=WORKER_STOPPED)
     from saq.queue.postgres import PostgresQueue  # noqa: PLC0415
 
     # LISTEN/NOTIFY and advisory locks need a session of their own: never through PgBouncer.
-    return _recording_sweeps(PostgresQueue).from_url(
-        settings.asyncpg_direct_url or "", name=QUEUE_NAME, min_size=1, max_size=max(pool_size, 2)
+    return PostgresQueue.from_url(
+        settings.asyncpg_direct_url or "",
+        name=settings.queue_name,
+        min_size=1,
+        max_size=max(pool_size, 2),
+        swept_error_message=WORKER_STOPPED,
     )
-
-
-class RecordsSweptJobs(Queue):
-    """SAQ's sweep settles a dead worker's jobs without running any hook: tell the `jobs` rows too."""
-
-    job_store: JobStore | None = None
-
-    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        swept = await super().sweep(lock, abort)  # type: ignore[safe-super]  # a mixin: the concrete queue's sweep
-        if self.job_store is not None:
-            for job_id in swept:
-                job = await self.job(job_id.rsplit(":", 1)[-1])
-                tracked = tracked_id_of(job) if job is not None else None
-                if job is not None and tracked is not None:
-                    status = "queued" if job.status == Status.QUEUED else "failed"
-                    await self.job_store.ended(tracked, status, "The worker running this job stopped.")
-        return swept
-
-
-@cache
-def _recording_sweeps(backend: type[Queue]) -> type[Queue]:
-    return type(f"Recording{backend.__name__}", (RecordsSweptJobs, backend), {})
 
 
 def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None) -> Worker[WorkerContext]:
     """The worker on `queue`; with `tracing`, each attempt runs in a span and jobs it enqueues carry the trace."""
-    recording: set[asyncio.Task[None]] = set()
     if tracing is not None:
         tracing.carry_context(queue)
 
@@ -110,16 +86,8 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
         )
         ctx["settings"] = settings
         ctx["pool"] = pool
-        ctx["jobs"] = JobStore(pool)
-        ctx["attempts"] = AttemptLog(pool)
-        recording.add(asyncio.create_task(ctx["attempts"].run()))
-        if isinstance(queue, RecordsSweptJobs):
-            queue.job_store = ctx["jobs"]
 
     async def shutdown(ctx: WorkerContext) -> None:
-        for task in recording:
-            task.cancel()
-        await asyncio.gather(*recording, return_exceptions=True)  # the last records are written on the way out
         if (pool := ctx.get("pool")) is not None:
             await pool.close()
 
@@ -128,21 +96,13 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
             tracing.start_job_span(ctx)
         job = ctx["job"]
         structlog.contextvars.bind_contextvars(job_id=job.key, task=job.function, attempt=job.attempts)
-        if (job_id := tracked_id(ctx)) is not None:
-            ctx["attempts"].started(job_id, job.attempts)
 
     async def after_process(ctx: WorkerContext) -> None:
         job = ctx["job"]
-        JOB_OUTCOMES.labels(job.function, job.status.value).inc()
-        if job.started:  # SAQ's times are epoch milliseconds
-            JOB_DURATIONS.labels(job.function).observe(max((job.completed or now()) - job.started, 0) / 1000)
         try:
-            error = _summary(ctx.get("exception"), job.error)
-            if (job_id := tracked_id(ctx)) is not None and job.status in _RECORDED:
-                ctx["attempts"].ended(job_id, job.attempts, _RECORDED[job.status], error)
-            if job.status in (Status.FAILED, Status.QUEUED) and error:
-                log.warning("job attempt failed", status=job.status.value, error=error)
+            await end_run(ctx)  # only now that SAQ has recorded how the attempt ended (see job_task)
         finally:
+            _observe(job)
             structlog.contextvars.unbind_contextvars("job_id", "task", "attempt")
             if tracing is not None:  # last, so the lines above carry the attempt's trace id
                 tracing.end_job_span(ctx)
@@ -164,18 +124,13 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
     )
 
 
-def _summary(exception: BaseException | None, error: str | None) -> str | None:
-    """What went wrong in one line (`ValueError: ...`), without a traceback: from the exception the task
-    raised, else from SAQ's own error text (a timeout, a cancellation)."""
-    if exception is not None:
-        message = " ".join(str(exception).split())
-        text = f"{type(exception).__name__}: {message}" if message else type(exception).__name__
-    elif error:
-        lines = [line for line in error.strip().splitlines() if line.strip()]
-        text = lines[-1] if lines else ""
-    else:
-        return None
-    return text[:500] or None
+def _observe(job: Job) -> None:
+    """The attempt's metrics, and a warning for a failed one (its error on one line, as `GET /jobs/{id}` shows it)."""
+    JOB_OUTCOMES.labels(job.function, job.status.value).inc()
+    if job.started:  # SAQ's times are epoch milliseconds
+        JOB_DURATIONS.labels(job.function).observe(max((job.completed or now()) - job.started, 0) / 1000)
+    if job.status in (Status.FAILED, Status.QUEUED) and (error := error_line(job.error)):
+        log.warning("job attempt failed", status=job.status.value, error=error)
 
 
 @asynccontextmanager

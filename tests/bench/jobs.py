@@ -5,10 +5,11 @@ database; `--rows` generated users without passwords as NDJSON, posted to `POST 
 and timed until the job is complete, then the same file again (every row a duplicate). Target: 100,000
 rows in under 10 s.
 
-Job path (7): no-op jobs through `Jobs.submit` and `accounts.worker.make_worker` (its hooks keep the `jobs`
-row in step) against no-op jobs enqueued on bare SAQ with a bare `Worker`; both on Redis, same
-concurrency, submitted 100 at a time, timed from the first submission to the last completion, the two
-taken in turn `--runs` times (median). Target: at least 0.8x bare SAQ.
+Job path (7): no-op jobs through `Jobs.submit` (the job's owner and kind in its SAQ meta) and
+`accounts.worker.make_worker` (its hooks: logging context, metrics, the fence's release) against no-op jobs
+enqueued on bare SAQ with a bare `Worker`; both on Redis, same concurrency, submitted 100 at a time, timed
+from the first submission to the last completion, the two taken in turn `--runs` times (median). Target: at
+least 0.8x bare SAQ.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import msgspec
 from redis.asyncio import Redis
@@ -33,7 +33,7 @@ from saq import Queue, Worker
 
 from accounts import worker as accounts_worker
 from accounts.config import Settings
-from accounts.jobs.services import Jobs, JobSpec, JobStore, WorkerContext
+from accounts.jobs.services import Jobs, JobSpec, WorkerContext
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -178,25 +178,22 @@ async def bare_saq(count: int) -> float:
 
 
 async def our_path(count: int, dsn: str) -> float:
-    settings = Settings(database_url=dsn, redis_url=REDIS_URL, worker_concurrency=CONCURRENCY, shutdown_timeout=1)
-    name = f"bench-ours-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url=dsn,
+        redis_url=REDIS_URL,
+        queue_name=f"bench-ours-{uuid.uuid4().hex[:8]}",
+        worker_concurrency=CONCURRENCY,
+        shutdown_timeout=1,
+    )
     accounts_worker.TASKS["bench_noop"] = noop
-    with_name = accounts_worker.QUEUE_NAME
-    accounts_worker.QUEUE_NAME = name
-    try:
-        queue, worker_queue = accounts_worker.make_queue(settings), accounts_worker.make_queue(settings)
-    finally:
-        accounts_worker.QUEUE_NAME = with_name
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=CONCURRENCY)
-    jobs = Jobs(JobStore(pool), queue)
+    queue, worker_queue = accounts_worker.make_queue(settings), accounts_worker.make_queue(settings)
+    jobs = Jobs(queue, settings.job_result_ttl)
     await worker_queue.connect()
     try:
         worker: Worker[WorkerContext] = accounts_worker.make_worker(settings, worker_queue)
         worker.cron_jobs = []  # only the no-ops
         return await _drain(worker, count, lambda: jobs.submit("bench_noop", NOOP_SPEC, "user:bench"))
     finally:
-        await pool.execute("DELETE FROM jobs WHERE kind = 'bench_noop'")
-        await pool.close()
         await _forget(queue)
         await _forget(worker_queue)
         del accounts_worker.TASKS["bench_noop"]

@@ -26,6 +26,9 @@ from litestar.testing import AsyncTestClient
 from accounts.app import create_app
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
+from accounts.jobs.services import Jobs
+from accounts.users.jobs import EXPORT_JOB
+from accounts.worker import make_queue
 from tests.conftest import CreateDatabase, migrate
 from tests.faults.tables import Digest, digest
 from tests.integration.auth.support import PASSWORD, insert_user, log_in
@@ -340,19 +343,13 @@ async def world(create_database: CreateDatabase, tmp_path_factory: pytest.TempPa
     password_hash = await hash_password(PASSWORD)
     admin = await insert_user(url, password_hash, "admin", admin=True)
     member = await insert_user(url, password_hash, "member")
-    api_key_id, job_id = uuid.uuid4(), uuid.uuid4()
+    api_key_id = uuid.uuid4()
     connection = await asyncpg.connect(url)
     await connection.execute(
         "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, updated_at)"
         " VALUES ($1, 'old', 'abcdefabcdef', $2, ARRAY['users:read'], now(), now())",
         api_key_id,
         b"\0" * 32,
-    )
-    await connection.execute(
-        "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, created_at, updated_at)"
-        " VALUES ($1, 'export_users', $2, 'queued', 0, 0, 0, now(), now())",
-        job_id,
-        f"user:{admin.id}",
     )
     app_settings = Settings(
         database_url=url,
@@ -361,6 +358,11 @@ async def world(create_database: CreateDatabase, tmp_path_factory: pytest.TempPa
         access_log=False,
         max_request_body_bytes=MAX_BODY_BYTES,
     )
+    jobs = Jobs(make_queue(app_settings), app_settings.job_result_ttl)  # the app's queue: no worker runs it
+    try:
+        job_id = (await jobs.submit("export_users", EXPORT_JOB, f"user:{admin.id}", format="ndjson")).id
+    finally:
+        await jobs.queue.disconnect()
     try:
         async with AsyncTestClient(create_app(app_settings), raise_server_exceptions=False) as client:
             yield World(

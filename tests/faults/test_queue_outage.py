@@ -24,14 +24,11 @@ import httpx
 import pytest
 from saq.queue.redis import RedisQueue
 
-# Bound when this module is imported, before any job test's fixture renames the queue: the name that
-# `accounts serve`, a process of its own, uses.
-from accounts.worker import QUEUE_NAME as SERVED_QUEUE_NAME
 from tests.faults.conftest import RecordFigures, Serve, seconds_until
 from tests.integration.auth import test_email as email_fixtures
 from tests.integration.auth.support import PASSWORD, REGISTER, eventually
 from tests.integration.auth.test_email import Inbox
-from tests.integration.jobs.conftest import WorkerProcess
+from tests.integration.jobs.support import WorkerProcess
 from tests.server import free_port
 
 # The e-mail tests' SMTP server (aiosmtpd) and what it received, in force in this module.
@@ -52,6 +49,8 @@ START = 10.0
 """Seconds redis-server may take to answer after its start."""
 CASE_SECONDS = 60.0
 """The whole case, so that a hang anywhere fails it instead of using up CI's budget."""
+QUEUE_NAME = "accounts-outage"
+"""The served app's and the worker's queue (on the test's own Redis)."""
 
 
 class RedisServer:
@@ -122,6 +121,7 @@ def mail_env(
     return {
         "DATABASE_URL": own_database,
         "REDIS_URL": redis_server.url,
+        "QUEUE_NAME": QUEUE_NAME,
         "DATA_DIR": str(tmp_path / "data"),
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_server[1]),
@@ -150,7 +150,6 @@ async def mail_worker(mail_env: dict[str, str], tmp_path: Path) -> AsyncIterator
             "WORKER_CONCURRENCY": "4",
             "SHUTDOWN_TIMEOUT": "1",
             "WORKER_METRICS_PORT": "0",  # no port to collide with another session's worker
-            "TEST_QUEUE_NAME": SERVED_QUEUE_NAME,
         },
         tmp_path / "worker.log",
     )
@@ -205,7 +204,7 @@ async def test_every_acknowledged_sign_up_gets_its_email_across_a_redis_outage(
         answered["after"] = await sign_ups(client, "after")
 
         acknowledged = {phase: [e for e, status in answered[phase].items() if status == 201] for phase in PHASES}
-        flushes = RedisQueue.from_url(redis_server.url, name=SERVED_QUEUE_NAME)
+        flushes = RedisQueue.from_url(redis_server.url, name=QUEUE_NAME)
         await flushes.connect()
         last_flush = 0.0
 

@@ -1,9 +1,9 @@
 """A bulk import whose worker process is SIGKILLed mid-run is run again by the next worker within a minute, on
 each queue backend, and ends with exactly the file's valid users and its invalid rows in the error report.
 
-The fixtures are those of tests/integration/jobs: the session's database, a queue of the session's own (on
-PostgreSQL, and on the shared Redis under the session's queue name), and `accounts.worker.main` in child
-processes, so the only thing broken is the test's own worker.
+The parts are those of tests/integration/jobs (support.py): the session's database, a queue of the test's own
+(on PostgreSQL, and on the shared Redis under a name of its own), and `accounts.worker.main` in child processes,
+so the only thing broken is the test's own worker.
 """
 
 from __future__ import annotations
@@ -14,22 +14,14 @@ from pathlib import Path
 
 import asyncpg
 import msgspec
+import pytest
 from uuid_utils.compat import uuid7
 
 from accounts.config import Settings
-from accounts.jobs.services import Jobs
+from accounts.jobs.services import kept_result
 from accounts.users.jobs import IMPORT_BATCH, IMPORT_JOB, upload_path
 from tests.faults.conftest import RecordFigures, seconds_until
-from tests.integration.jobs import conftest as job_fixtures
-from tests.integration.jobs.conftest import SpawnWorker, wait_for
-
-# The job tests' fixtures (tests/integration/jobs/conftest.py), in force in this module.
-backend = job_fixtures.backend
-job_settings = job_fixtures.job_settings
-queue_name = job_fixtures.queue_name
-jobs = job_fixtures.jobs
-spawn_worker = job_fixtures.spawn_worker
-empty_queue = job_fixtures.empty_queue
+from tests.integration.jobs.support import BACKENDS, connected_jobs, on_backend, saq_job, wait_for, worker_processes
 
 OWNER = "user:0196a000-0000-7000-8000-00000000000f"
 VALID_ROWS = 50_000
@@ -77,48 +69,59 @@ async def user_emails(database_url: str) -> list[str]:
         await connection.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_an_import_whose_worker_is_killed_completes_within_a_minute_of_a_new_worker(
-    job_settings: Settings,
+    backend: str,
+    settings: Settings,
     database_url: str,
-    jobs: Jobs,
-    spawn_worker: SpawnWorker,
+    tmp_path: Path,
     record_figures: RecordFigures,
 ) -> None:
-    async with asyncio.timeout(CASE_SECONDS):
-        upload, emails = write_upload(job_settings)
-        job_id = await jobs.submit(
-            "import_users", IMPORT_JOB, OWNER, upload=upload, format="ndjson", on_duplicate="skip"
-        )
-        first = spawn_worker()
-        running = await wait_for(jobs, job_id, lambda row: row["processed"] > 0 or row["status"] in FINAL, within=START)
-        assert running["status"] == "active", dict(running)
+    job_settings = on_backend(settings, backend, tmp_path / "data")
+    async with (
+        asyncio.timeout(CASE_SECONDS),
+        connected_jobs(job_settings) as jobs,
+    ):
+        with worker_processes(job_settings, tmp_path) as spawn_worker:
+            upload, emails = write_upload(job_settings)
+            submitted = await jobs.submit(
+                "import_users", IMPORT_JOB, OWNER, upload=upload, format="ndjson", on_duplicate="skip"
+            )
+            first = spawn_worker()
+            running = await wait_for(
+                jobs, submitted.id, lambda job: job.progress.processed > 0 or job.status in FINAL, within=START
+            )
+            assert running.status == "active", running
 
-        first.signal(signal.SIGKILL)  # right after its first report of rows written
-        assert await first.exit_code(10) == -signal.SIGKILL
-        stranded = await jobs.store.get(job_id)
-        spawn_worker()
+            first.signal(signal.SIGKILL)  # right after its first report of rows written
+            assert await first.exit_code(10) == -signal.SIGKILL
+            stranded = await jobs.read(submitted.id)
+            spawn_worker()
 
-        async def finished() -> bool:
-            return (await jobs.store.get(job_id))["status"] in FINAL
+            async def finished() -> bool:
+                return (await jobs.read(submitted.id)).status in FINAL
 
-        recovered_after = await seconds_until(finished, within=RECOVERY)
-        done = await jobs.store.get(job_id)
+            recovered_after = await seconds_until(finished, within=RECOVERY)
+            done = await jobs.read(submitted.id)
+            result = kept_result(await saq_job(jobs, submitted.id))
 
     record_figures(
         {
-            "rows processed before the kill": stranded["processed"],
+            "rows processed before the kill": stranded.progress.processed,
             "complete after the new worker's start (s)": None if recovered_after is None else round(recovered_after, 1),
-            "attempts": done["attempts"],
+            "attempts": done.attempts,
         }
     )
-    assert stranded["status"] == "active", dict(stranded)
-    assert stranded["processed"] < LINES, "the import was still running when its worker was killed"
-    assert recovered_after is not None, f"not finished {RECOVERY} s after the new worker started: {dict(done)}"
-    assert done["status"] == "complete", dict(done)
-    assert done["attempts"] == 2
-    assert (done["processed"], done["total"], done["failed"]) == (LINES, LINES, len(INVALID_ROWS))
+    assert stranded.status == "active", stranded
+    assert stranded.progress.processed < LINES, "the import was still running when its worker was killed"
+    assert recovered_after is not None, f"not finished {RECOVERY} s after the new worker started: {done}"
+    assert done.status == "complete", done
+    assert done.attempts == 2
+    assert (done.progress.processed, done.progress.total, done.progress.failed) == (LINES, LINES, len(INVALID_ROWS))
     users = await user_emails(database_url)
     assert len(users) == len(emails)
     assert set(users) == emails
-    report = Path(done["result_path"]).read_bytes().splitlines()
+    assert result is not None
+    assert done.result_url == f"/api/v1/jobs/{submitted.id}/result"
+    report = result[0].read_bytes().splitlines()
     assert [msgspec.json.decode(line)["line"] for line in report] == sorted(INVALID_ROWS)

@@ -33,8 +33,7 @@ from accounts.auth.schemas import (
 from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, to_key_read
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
-from accounts.core.errors import Forbidden, problem_responses
-from accounts.core.http.bodies import check_input
+from accounts.core.errors import problem_responses
 from accounts.core.http.idempotency import IdempotencyMiddleware
 from accounts.core.http.media import NegotiatedResponse
 from accounts.core.http.openapi import LOCATION_HEADER, NO_DATABASE
@@ -84,8 +83,7 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 
 class AuthController(Controller):
-    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
-    path = "/api/v1/auth"
+    path = "/auth"
     tags = ["auth"]
     dependencies = {
         "auth": Provide(provide_auth_service, sync_to_thread=False),
@@ -95,7 +93,7 @@ class AuthController(Controller):
     @post(
         "/token",
         opt=PUBLIC,
-        operation_id="createToken",
+        name="createToken",
         summary="Log in: OAuth 2.0 password grant",
         description="Form-encoded `grant_type=password&username=<e-mail or username>&password=...`.",
         status_code=200,
@@ -113,7 +111,7 @@ class AuthController(Controller):
     @post(
         "/refresh",
         opt=PUBLIC,
-        operation_id="refreshToken",
+        name="refreshToken",
         summary="Swap a refresh token for a new token pair",
         description="Each refresh token works once; presenting a used one revokes every token of its chain.",
         status_code=200,
@@ -126,7 +124,7 @@ class AuthController(Controller):
     @post(
         "/logout",
         opt=PUBLIC,
-        operation_id="logOut",
+        name="logOut",
         summary="Revoke a refresh token",
         status_code=204,
         responses=problem_responses(400, 415),
@@ -136,7 +134,7 @@ class AuthController(Controller):
 
     @post(
         "/logout-all",
-        operation_id="logOutEverywhere",
+        name="logOutEverywhere",
         summary="Revoke every token of the calling user",
         description="Refresh tokens and, at once, access tokens already issued.",
         status_code=204,
@@ -150,7 +148,7 @@ class AuthController(Controller):
     @post(
         "/register",
         opt=PUBLIC,
-        operation_id="register",
+        name="register",
         middleware=[IdempotencyMiddleware],
         summary="Sign up",
         description="Public sign-up; answers 403 when `REGISTRATION_ENABLED=false`. Sends an e-mail whose token "
@@ -163,14 +161,12 @@ class AuthController(Controller):
         self,
         emails: NamedDependency[AccountEmails],
         jobs: NamedDependency[Jobs],
-        settings: NamedDependency[Settings],
+        request: Request[Any, Any, Any],
         data: JSONBody[RegisterRequest],
     ) -> Response[UserRead]:
-        if not settings.registration_enabled:
-            raise Forbidden("Sign-up is closed; ask an administrator for an account.")
         created, outbox_id = await emails.sign_up(UserCreate(**msgspec.structs.asdict(data)))
         user = to_read(created)
-        headers = {"Location": f"/api/v1/users/{user.id}", "ETag": etag(user.version)}
+        headers = {"Location": request.app.route_reverse("getUser", user_id=str(user.id)), "ETag": etag(user.version)}
         # Enqueued after the response, hence after the commit: the worker always finds the message.
         return NegotiatedResponse(
             user, status_code=201, headers=headers, background=BackgroundTask(enqueue_email, jobs, outbox_id)
@@ -179,7 +175,7 @@ class AuthController(Controller):
     @post(
         "/verify-email",
         opt=PUBLIC,
-        operation_id="verifyEmail",
+        name="verifyEmail",
         summary="Verify an e-mail address with the token e-mailed to it",
         description="Each token works once, until it expires (`EMAIL_VERIFICATION_TTL`), and only while the "
         "account still has the address it was sent to. Sets the user's `email_verified_at`.",
@@ -191,7 +187,7 @@ class AuthController(Controller):
 
     @post(
         "/verify-email/resend",
-        operation_id="resendVerificationEmail",
+        name="resendVerificationEmail",
         summary="E-mail a new verification link to the calling user's address",
         description="For a user whose address is not verified yet (409 once it is). At most one e-mail per "
         "`EMAIL_VERIFICATION_INTERVAL` seconds, sign-up's included (429 with `Retry-After`); earlier links keep "
@@ -211,7 +207,7 @@ class AuthController(Controller):
     @post(
         "/password-reset",
         opt=PUBLIC,
-        operation_id="requestPasswordReset",
+        name="requestPasswordReset",
         summary="E-mail a password-reset link",
         description="Always 202, whether or not an account has this address, so the answer reveals nothing. "
         "An active account gets an e-mail, at most one per `PASSWORD_RESET_INTERVAL` seconds; only the newest "
@@ -233,7 +229,7 @@ class AuthController(Controller):
     @post(
         "/password-reset/confirm",
         opt=PUBLIC,
-        operation_id="confirmPasswordReset",
+        name="confirmPasswordReset",
         summary="Set a new password with the token of a password-reset e-mail",
         description="Each token works once, until it expires. Every refresh and access token of the user is "
         "revoked; log in again with the new password.",
@@ -249,14 +245,13 @@ class AuthController(Controller):
 class PasswordController(Controller):
     """The calling user's own password, where clients look for it: under `/api/v1/users/me`."""
 
-    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
-    path = "/api/v1/users/me/password"
+    path = "/users/me/password"
     tags = ["users"]
     security = AUTHENTICATED
     dependencies = {"auth": Provide(provide_auth_service, sync_to_thread=False)}
 
     @post(
-        operation_id="changeMyPassword",
+        name="changeMyPassword",
         summary="Change my password",
         description="Needs the current password; logs the user out everywhere (every token is revoked).",
         status_code=204,
@@ -274,7 +269,7 @@ class JwksController(Controller):
     tags = ["auth"]
 
     @get(
-        operation_id="getJwks",
+        name="getJwks",
         opt={**PUBLIC, **NO_DATABASE},
         summary="The public keys that verify access tokens (JWK Set)",
         cache_control=CacheControlHeader(max_age=300, public=True),
@@ -284,15 +279,14 @@ class JwksController(Controller):
 
 
 class ApiKeyController(Controller):
-    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
-    path = "/api/v1/api-keys"
+    path = "/api-keys"
     tags = ["api-keys"]
     guards = [requires_admin]
     security = AUTHENTICATED
     dependencies = {"api_keys": Provide(provide_api_keys, sync_to_thread=False)}
 
     @post(
-        operation_id="createApiKey",
+        name="createApiKey",
         middleware=[IdempotencyMiddleware],
         summary="Create an API key (the secret is shown once)",
         status_code=201,
@@ -304,16 +298,19 @@ class ApiKeyController(Controller):
     ) -> Response[ApiKeyCreated]:
         key, secret = await api_keys.create_key(data, created_by=request.user.user_id)
         created = ApiKeyCreated(**msgspec.structs.asdict(to_key_read(key)), key=secret)
-        return NegotiatedResponse(created, status_code=201, headers={"Location": f"{self.path}/{key.id}"})
+        location = request.app.route_reverse(
+            "revokeApiKey", key_id=str(key.id)
+        )  # the key's own URL (it is only deleted)
+        return NegotiatedResponse(created, status_code=201, headers={"Location": location})
 
-    @get(operation_id="listApiKeys", summary="List API keys", responses=problem_responses(401, 403))
+    @get(name="listApiKeys", summary="List API keys", responses=problem_responses(401, 403))
     async def list_api_keys(self, api_keys: NamedDependency[ApiKeyService]) -> ApiKeyList:
         keys = await api_keys.get_many(order_by=[("created_at", True)])
         return ApiKeyList(items=[to_key_read(key) for key in keys])
 
     @delete(
         "/{key_id:str}",
-        operation_id="revokeApiKey",
+        name="revokeApiKey",
         summary="Revoke an API key",
         status_code=204,
         responses=problem_responses(400, 401, 403, 404),

@@ -22,7 +22,15 @@ from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
 from accounts.auth.tokens import AccessTokens
 from accounts.config import Settings
 from accounts.core.db import PRIMARY
-from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError, TooManyAttempts, Unauthenticated
+from accounts.core.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    ServiceError,
+    TooManyAttempts,
+    Unauthenticated,
+)
 from accounts.core.passwords import hash_password, needs_rehash, verify_password
 from accounts.mail.outbox import Outbox
 from accounts.users.models import User
@@ -254,11 +262,12 @@ class AuthService:
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         user_id, family_id = await self.refresh_tokens.use(refresh_token)
-        state = await self.users.credentials(user_id)
-        if state is None or not state[0]:
+        # On the session's own connection: its transaction is open, and behind PgBouncer a second connection
+        # taken now could wait for this one.
+        user = await self.users.row(self.session, user_id)
+        if not user.is_active:
             raise Unauthenticated("The refresh token is invalid, expired or revoked.")
-        _, is_admin, token_version = state
-        return await self.issue(user_id, token_version, is_admin=is_admin, family_id=family_id)
+        return await self.issue(user_id, user.token_version, is_admin=user.is_superuser, family_id=family_id)
 
     async def issue(
         self, user_id: UUID, token_version: int, *, is_admin: bool, family_id: UUID | None = None
@@ -355,8 +364,10 @@ class AccountEmails:
         self.credentials = credentials
 
     async def sign_up(self, data: UserCreate) -> tuple[User, UUID]:
-        """A new user and the e-mail that verifies their address, in one transaction: both or neither. Returns the
-        user and the outbox message's id."""
+        """A new user and the e-mail that verifies their address, in one transaction: both or neither (unless
+        REGISTRATION_ENABLED is off). Returns the user and the outbox message's id."""
+        if not self.settings.registration_enabled:
+            raise Forbidden("Sign-up is closed; ask an administrator for an account.")
         user = await self.users.create(self.session, data)
         return user, await self.send_verification(user)
 

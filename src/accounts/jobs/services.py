@@ -1,8 +1,9 @@
 """Jobs: starting background work on the queue, following it, and stopping it.
 
-The API side creates the `jobs` row and enqueues the SAQ job under the same id (`Jobs.submit`); the
-worker side runs the task as a `job_task`, which reports progress through a `JobRun`, and the worker's
-hooks (accounts.worker) record each attempt's start and end, so the row always says what SAQ did.
+SAQ's job is the one record of a job. Its key is the job id (a UUIDv7); its `meta` names the owner and the
+kind and holds the progress and the result file; its status, attempts, error and times are SAQ's own; and
+SAQ keeps it JOB_RESULT_TTL seconds once it has finished, so it is exactly as durable as the queue.
+`Jobs.submit` enqueues it; the worker runs the task as a `job_task`, which reports through a `JobRun`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
@@ -20,12 +22,13 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 from saq import Job, Queue
+from saq.job import Status
 from saq.types import Context
 from uuid_utils.compat import uuid7
 
 from accounts.config import Settings
 from accounts.core.errors import Conflict, NotFound
-from accounts.jobs.schemas import JobProgress, JobRead
+from accounts.jobs.schemas import FINAL_STATUSES, JobProgress, JobRead, JobStatus
 
 log = structlog.get_logger("accounts.jobs")
 P = ParamSpec("P")
@@ -33,10 +36,22 @@ R = TypeVar("R")
 _FENCE_KEY = "hashtextextended($1::uuid::text, 0)"
 """A job id as the bigint key of the advisory lock that fences its runs (see `job_task`)."""
 
-_COLUMNS = (
-    "id, kind, owner, status, attempts, processed, total, failed, error, result_path,"
-    " result_media_type, created_at, started_at, finished_at"
-)
+OWNER, KIND, PROGRESS, RESULT = "owner", "kind", "progress", "result"
+"""The keys of a job's SAQ `meta`: `Principal.identity` of its creator, what it does, {processed, total,
+failed}, and {path, media_type} of its result file once written."""
+ABORTED_BY_CALLER = "Aborted at the caller's request."
+WORKER_STOPPED = "The worker running this job stopped."
+"""The error SAQ's sweep gives a job whose worker it took for dead (the queue's `swept_error_message`)."""
+_STATUSES: dict[Status, JobStatus] = {
+    Status.NEW: "queued",
+    Status.QUEUED: "queued",
+    Status.ACTIVE: "active",
+    Status.ABORTING: "aborted",
+    Status.ABORTED: "aborted",
+    Status.FAILED: "failed",
+    Status.COMPLETE: "complete",
+}
+_NO_PROGRESS = {"processed": 0, "total": None, "failed": 0}
 
 
 class WorkerContext(Context, total=False):
@@ -44,8 +59,8 @@ class WorkerContext(Context, total=False):
 
     settings: Settings
     pool: asyncpg.Pool
-    jobs: JobStore
-    attempts: AttemptLog
+    fence: PoolConnectionProxy[asyncpg.Record]
+    """The connection of the running `job_task`, holding its fence until `end_run`."""
 
 
 class JobFinished(Conflict):
@@ -64,170 +79,12 @@ class JobSpec:
     retry_delay: float = 1.0  # doubled after each attempt (SAQ's back-off)
 
 
-class JobStore:
-    """The `jobs` table on the asyncpg pool."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._to_create: list[tuple[UUID, str, str, asyncio.Future[None]]] = []
-        self._creating: asyncio.Task[None] | None = None
-
-    async def create(self, kind: str, owner: str) -> UUID:
-        """Insert a queued job's row. Rows asked for while an insert is under way go in together in the next
-        one, as a group commit: a lone job waits for nothing, a burst costs a round trip per batch."""
-        job_id = uuid7()
-        created = asyncio.get_running_loop().create_future()
-        self._to_create.append((job_id, kind, owner, created))
-        if self._creating is None or self._creating.done():
-            self._creating = asyncio.create_task(self._create_pending())
-        await created
-        return job_id
-
-    async def _create_pending(self) -> None:
-        while self._to_create:
-            # A caller cancelled before its turn (its request went away) gets no row to leave behind.
-            batch = [row for row in self._to_create if not row[3].cancelled()]
-            self._to_create = []
-            try:
-                await self.pool.execute(
-                    "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, created_at, updated_at)"
-                    " SELECT id, kind, owner, 'queued', 0, 0, 0, now(), now()"
-                    " FROM unnest($1::uuid[], $2::varchar[], $3::varchar[]) AS t (id, kind, owner)",
-                    [job_id for job_id, _, _, _ in batch],
-                    [kind for _, kind, _, _ in batch],
-                    [owner for _, _, owner, _ in batch],
-                )
-            except asyncio.CancelledError:  # the loop is closing: nobody is left to insert for the waiting callers
-                for *_, created in batch + self._to_create:
-                    created.cancel()
-                raise
-            except Exception as exc:  # noqa: BLE001 - whatever failed, each caller gets it as its own
-                for *_, created in batch:
-                    if not created.done():
-                        created.set_exception(exc)
-            else:
-                for *_, created in batch:
-                    if not created.done():
-                        created.set_result(None)
-
-    async def get(self, job_id: UUID) -> asyncpg.Record:
-        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE id = $1", job_id)  # noqa: S608
-        if record is None:
-            raise NotFound(f"No job has the id {job_id}.")
-        return record
-
-    async def delete(self, job_id: UUID) -> None:
-        await self.pool.execute("DELETE FROM jobs WHERE id = $1", job_id)
-
-    async def ended(self, job_id: UUID, status: str, error: str | None) -> None:
-        """Record how an attempt ended at once (the sweep's verdicts; the worker's go through AttemptLog)."""
-        await self.pool.execute(
-            "UPDATE jobs SET status = $2, error = $3, updated_at = now(),"
-            " finished_at = CASE WHEN $2::varchar = 'queued' THEN NULL ELSE now() END"
-            " WHERE id = $1 AND status NOT IN ('aborted', 'complete', 'failed')",
-            job_id,
-            status,
-            error,
-        )
-
-    async def progress(self, job_id: UUID, attempt: int, *, processed: int, total: int | None, failed: int) -> None:
-        """Record progress; it also shows the job active, whatever the batched AttemptLog has written yet."""
-        await self.pool.execute(
-            "UPDATE jobs SET processed = $3, total = $4, failed = $5, attempts = greatest(attempts, $2),"
-            " status = CASE WHEN status = 'queued' THEN 'active' ELSE status END,"
-            " started_at = coalesce(started_at, now()), updated_at = now() WHERE id = $1",
-            job_id,
-            attempt,
-            processed,
-            total,
-            failed,
-        )
-
-    async def set_result(self, job_id: UUID, path: Path, media_type: str) -> None:
-        await self.pool.execute(
-            "UPDATE jobs SET result_path = $2, result_media_type = $3, updated_at = now() WHERE id = $1",
-            job_id,
-            str(path),
-            media_type,
-        )
-
-    async def abort(self, job_id: UUID) -> bool:
-        """Mark a queued or active job aborted; False when it had already finished."""
-        aborted = await self.pool.fetchval(
-            "UPDATE jobs SET status = 'aborted', error = 'Aborted at the caller''s request.', finished_at = now(),"
-            " updated_at = now() WHERE id = $1 AND status IN ('queued', 'active') RETURNING true",
-            job_id,
-        )
-        return bool(aborted)
-
-
-class AttemptLog:
-    """The worker's record of attempts starting and ending, written to the `jobs` rows in batches.
-
-    One statement every `interval` seconds covers every attempt that started or ended meanwhile, instead
-    of two writes per job (with them, no-op jobs ran at half of bare SAQ's rate). A worker killed outright
-    loses at most the last interval's records; the queue's sweep settles those jobs (accounts.worker)."""
-
-    def __init__(self, pool: asyncpg.Pool, interval: float = 0.05) -> None:
-        self.pool = pool
-        self.interval = interval
-        self._pending: dict[UUID, tuple[str, int, str | None]] = {}
-
-    def started(self, job_id: UUID, attempt: int) -> None:
-        self._pending[job_id] = ("active", attempt, None)
-
-    def ended(self, job_id: UUID, attempt: int, status: str, error: str | None) -> None:
-        """How an attempt ended: a final status, or `queued` again for a retry."""
-        self._pending[job_id] = (status, attempt, error)
-
-    async def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        try:
-            await _record_attempts(self.pool, pending)
-        except BaseException:
-            self._pending = pending | self._pending  # newer records win; the next flush retries the rest
-            raise
-
-    async def run(self) -> None:
-        """Flush every `interval` until cancelled, then once more."""
-        try:
-            while True:
-                await asyncio.sleep(self.interval)
-                try:
-                    await self.flush()
-                except Exception:  # a database blip must not stop the recording; the records wait
-                    log.warning("could not record job attempts; retrying", exc_info=True)
-        finally:
-            await self.flush()
-
-
-async def _record_attempts(
-    executor: asyncpg.Pool | PoolConnectionProxy[asyncpg.Record], attempts: dict[UUID, tuple[str, int, str | None]]
-) -> None:
-    """Write how attempts started or ended, by job id: (status, attempt, error). A final row stays final."""
-    await executor.execute(
-        "UPDATE jobs SET status = u.status, attempts = greatest(jobs.attempts, u.attempts),"
-        " error = CASE WHEN u.status = 'active' THEN jobs.error ELSE u.error END,"
-        " started_at = coalesce(jobs.started_at, now()),"
-        " finished_at = CASE WHEN u.status IN ('queued', 'active') THEN NULL ELSE now() END,"
-        " updated_at = now()"
-        " FROM unnest($1::uuid[], $2::varchar[], $3::int[], $4::text[]) AS u (id, status, attempts, error)"
-        " WHERE jobs.id = u.id AND jobs.status NOT IN ('aborted', 'complete', 'failed')",
-        list(attempts),
-        [status for status, _, _ in attempts.values()],
-        [attempt for _, attempt, _ in attempts.values()],
-        [error for _, _, error in attempts.values()],
-    )
-
-
 class Jobs:
-    """Starting, reading and aborting the jobs callers own."""
+    """Starting, reading and aborting the jobs callers own, on the queue."""
 
-    def __init__(self, store: JobStore, queue: Queue) -> None:
-        self.store = store
+    def __init__(self, queue: Queue, result_ttl: int) -> None:
         self.queue = queue
+        self.result_ttl = result_ttl
         self._connecting = asyncio.Lock()
 
     async def connect(self) -> None:
@@ -235,42 +92,93 @@ class Jobs:
         async with self._connecting:
             await self.queue.connect()  # a no-op once connected
 
-    async def submit(self, function: str, spec: JobSpec, owner: str, **kwargs: Any) -> UUID:
-        """Record a job for `owner` and put it on the queue (its SAQ key is the job id)."""
+    async def submit(self, function: str, spec: JobSpec, owner: str, **kwargs: Any) -> JobRead:
+        """Put a job for `owner` on the queue: one enqueue, the job's only record."""
         await self.connect()
-        job_id = await self.store.create(function, owner)
+        job_id = str(uuid7())
         job = Job(
             function=function,
-            kwargs={"job_id": str(job_id), **kwargs},
-            key=str(job_id),
+            kwargs={"job_id": job_id, **kwargs},
+            key=job_id,
             timeout=spec.timeout,
             retries=spec.retries,
             heartbeat=spec.heartbeat,
             retry_delay=spec.retry_delay,
             retry_backoff=True,
-            ttl=3600,
+            ttl=self.result_ttl,
+            meta={OWNER: owner, KIND: function},
         )
-        try:
-            await self.queue.enqueue(job)
-        except BaseException:
-            await self.store.delete(job_id)  # nothing will run it: leave no job that stays queued forever
-            raise
-        return job_id
+        await self.queue.enqueue(job)
+        return to_read(job)
 
-    async def read(self, job_id: UUID) -> JobRead:
-        return to_read(await self.store.get(job_id))
-
-    async def owner(self, job_id: UUID) -> str:
-        record = await self.store.get(job_id)
-        return str(record["owner"])
-
-    async def abort(self, job_id: UUID) -> None:
-        if not await self.store.abort(job_id):
-            raise JobFinished("The job has already finished; there is nothing to abort.")
+    async def get(self, job_id: UUID) -> Job:
+        """The job, as SAQ has it; NotFound for an unknown or expired one, or a job no caller started."""
         await self.connect()
         job = await self.queue.job(str(job_id))
-        if job is not None:
-            await self.queue.abort(job, error="aborted at the caller's request")
+        if job is None or OWNER not in job.meta:
+            raise NotFound(f"No job has the id {job_id}.")
+        return job
+
+    async def read(self, job_id: UUID) -> JobRead:
+        return to_read(await self.get(job_id))
+
+    async def abort(self, job: Job) -> None:
+        """Abort a queued or running job: SAQ takes a queued one off the queue, and its worker cancels a running
+        one within a second."""
+        if status_of(job) in FINAL_STATUSES:
+            raise JobFinished("The job has already finished; there is nothing to abort.")
+        waiting = job.status == Status.QUEUED
+        await self.queue.abort(job, error=ABORTED_BY_CALLER)
+        if waiting and job.status == Status.ABORTING:
+            # Redis leaves a job that waits for its retry (off the queued list) aborting, with no worker to end it.
+            await self.queue.finish(job, Status.ABORTED, error=ABORTED_BY_CALLER)
+
+
+def status_of(job: Job) -> JobStatus:
+    """The caller's view of SAQ's status. A sweep marks a job it takes for dead aborting until it is queued
+    again (or given up): that is still the running job, not an abort."""
+    if job.status == Status.ABORTING and job.error == WORKER_STOPPED:
+        return "active"
+    return _STATUSES[job.status]
+
+
+def error_line(error: str | None) -> str | None:
+    """What went wrong in one line, from SAQ's error text: a traceback's exception (`ValueError: ...`, its
+    message on one line), or SAQ's own word ("cancelled", the sweep's, the caller's abort)."""
+    if not error:
+        return None
+    lines = error.strip().splitlines()
+    # A traceback's frames are indented; the exception and its message follow the last of them.
+    last_frame = max((n for n, line in enumerate(lines) if line[:1].isspace()), default=-1)
+    return " ".join(" ".join(lines[last_frame + 1 :]).split())[:500] or None
+
+
+def to_read(job: Job) -> JobRead:
+    status = status_of(job)
+    result = job.meta.get(RESULT)
+    return JobRead(
+        id=UUID(job.key),
+        kind=job.meta[KIND],
+        status=status,
+        attempts=job.attempts,
+        progress=JobProgress(**job.meta.get(PROGRESS, _NO_PROGRESS)),
+        error=error_line(job.error),
+        result_url=f"/api/v1/jobs/{job.key}/result" if result and status == "complete" else None,
+        created_at=_time(job.queued),
+        started_at=_time(job.started) if job.started else None,
+        finished_at=_time(job.completed) if job.completed else None,
+    )
+
+
+def _time(epoch_ms: int) -> datetime:
+    """One of SAQ's times: epoch milliseconds (0 for not yet)."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+def kept_result(job: Job) -> tuple[Path, str] | None:
+    """The path and media type of the job's result file, once its task has kept one."""
+    result = job.meta.get(RESULT)
+    return (Path(result["path"]), result["media_type"]) if result else None
 
 
 class JobRun:
@@ -279,16 +187,14 @@ class JobRun:
     def __init__(self, ctx: WorkerContext, job_id: UUID, connection: PoolConnectionProxy[asyncpg.Record]) -> None:
         self.id = job_id
         self.job = ctx["job"]
-        self.store = ctx["jobs"]
         self.settings = ctx["settings"]
         self.connection = connection  # holds the run's fence (job_task): the task does its work on it too
 
     async def report(self, *, processed: int, total: int | None = None, failed: int = 0) -> None:
-        await self.store.progress(self.id, self.job.attempts, processed=processed, total=total, failed=failed)
-        if total:
-            await self.job.update(progress=min(processed / total, 1.0))  # also SAQ's heartbeat
-        else:
-            await self.job.update()
+        """Record progress in the job's meta; the write is also SAQ's heartbeat."""
+        progress = {"processed": processed, "total": total, "failed": failed}
+        fraction = min(processed / total, 1.0) if total else self.job.progress
+        await self.job.update(progress=fraction, meta={**self.job.meta, PROGRESS: progress})
 
     def result_file(self, suffix: str) -> Path:
         results_dir = self.settings.data_path / "jobs"
@@ -296,7 +202,7 @@ class JobRun:
         return results_dir / f"{self.id}{suffix}"
 
     async def keep_result(self, path: Path, media_type: str) -> None:
-        await self.store.set_result(self.id, path, media_type)
+        await self.job.update(meta={**self.job.meta, RESULT: {"path": str(path), "media_type": media_type}})
 
 
 def job_task(
@@ -304,34 +210,43 @@ def job_task(
 ) -> Callable[Concatenate[WorkerContext, P], Awaitable[R | None]]:
     """The SAQ task that runs `task` for a job started through `Jobs.submit`, one run of a job at a time.
 
-    A run works on one pool connection holding a session advisory lock on the job id. A run swept back
-    onto the queue while an earlier one still lives (its event loop stalled past the heartbeat) waits for
-    that one to end, then does nothing if the job is finished. A killed worker's connection closes, and
-    the pool unlocks a connection given back, so the lock never outlives its run. While a task with a
-    heartbeat runs, a ticker keeps the heartbeat fresh."""
+    A run works on one pool connection holding a session advisory lock on the job id, from before it looks
+    at the job until after SAQ has recorded how it ended (the worker's after_process calls `end_run`). A run
+    swept back onto the queue while an earlier one still lives (its event loop stalled past the heartbeat)
+    waits for that one to end, then asks SAQ: a job the earlier run completed it takes as it is and does
+    nothing, so SAQ's finish of this run writes the same record again; an aborted one it leaves to its
+    worker's abort check. A killed worker's connection closes, and the pool unlocks a connection given back,
+    so the lock never outlives its run. While the task runs, a ticker keeps its heartbeat fresh."""
 
     @functools.wraps(task)
     async def fenced(ctx: WorkerContext, /, *args: P.args, **kwargs: P.kwargs) -> R | None:
-        job_id = tracked_id(ctx)
-        if job_id is None:
-            msg = f"{ctx['job'].function} was not started through Jobs.submit"
-            raise RuntimeError(msg)
-        async with ctx["pool"].acquire() as connection, _heartbeat(ctx["job"]):
-            if not await connection.fetchval(f"SELECT pg_try_advisory_lock({_FENCE_KEY})", job_id):
-                log.warning("an earlier run of this job is still going; waiting for it to end")
-                await connection.execute(f"SELECT pg_advisory_lock({_FENCE_KEY})", job_id)
-            # Read after the lock is held, in a statement of its own: its snapshot must follow the earlier run.
-            if await connection.fetchval(
-                "SELECT status IN ('aborted', 'complete', 'failed') FROM jobs WHERE id = $1", job_id
-            ):
-                log.info("the job has already finished; this attempt does nothing")
-                return None
-            result = await task(JobRun(ctx, job_id, connection), *args, **kwargs)
-            # Complete before the lock is let go, so that the next run to take it sees the work done.
-            await _record_attempts(connection, {job_id: ("complete", ctx["job"].attempts, None)})
-            return result
+        job = ctx["job"]
+        job_id = UUID((job.kwargs or {})["job_id"])
+        connection = ctx["fence"] = await ctx["pool"].acquire()
+        if not await connection.fetchval(f"SELECT pg_try_advisory_lock({_FENCE_KEY})", job_id):
+            log.warning("an earlier run of this job is still going; waiting for it to end")
+            await connection.execute(f"SELECT pg_advisory_lock({_FENCE_KEY})", job_id)
+        # Asked once the lock is held: an earlier run let go of it only after SAQ had recorded its end.
+        recorded = await job.get_queue().job(str(job_id))
+        status = status_of(recorded) if recorded is not None else None
+        if status == "aborted":
+            log.info("the job was aborted; waiting for the worker to stop this run")
+            await asyncio.get_running_loop().create_future()  # the abort check cancels it within a second
+        if recorded is None or status in FINAL_STATUSES:
+            log.info("the job has already finished; this run does nothing")
+            if recorded is not None and recorded.key == job.key:
+                job.replace(recorded)  # SAQ's finish of this run then writes the record as the earlier run left it
+            return None if recorded is None else recorded.result
+        async with _heartbeat(job):
+            return await task(JobRun(ctx, job_id, connection), *args, **kwargs)
 
     return fenced
+
+
+async def end_run(ctx: WorkerContext) -> None:
+    """Let go of the run's fence, if it took one: the worker calls it once SAQ has recorded the attempt's end."""
+    if (connection := ctx.pop("fence", None)) is not None:
+        await ctx["pool"].release(connection)
 
 
 @asynccontextmanager
@@ -357,30 +272,3 @@ async def _beat(job: Job) -> None:
             await job.update()
         except Exception:  # a queue blip must not fail the job; the next beat tries again
             log.warning("could not refresh the job's heartbeat", exc_info=True)
-
-
-def tracked_id(ctx: Context) -> UUID | None:
-    """The job record of the running task, if it has one."""
-    return tracked_id_of(ctx["job"])
-
-
-def tracked_id_of(job: Job) -> UUID | None:
-    """The job record of a SAQ job started through `Jobs.submit`, if it is one."""
-    value = (job.kwargs or {}).get("job_id")
-    return UUID(value) if value else None
-
-
-def to_read(record: asyncpg.Record) -> JobRead:
-    result_url = f"/api/v1/jobs/{record['id']}/result" if record["result_path"] else None
-    return JobRead(
-        id=record["id"],
-        kind=record["kind"],
-        status=record["status"],
-        attempts=record["attempts"],
-        progress=JobProgress(processed=record["processed"], total=record["total"], failed=record["failed"]),
-        error=record["error"],
-        result_url=result_url if record["status"] == "complete" else None,
-        created_at=record["created_at"],
-        started_at=record["started_at"],
-        finished_at=record["finished_at"],
-    )

@@ -35,7 +35,7 @@ class HealthController(Controller):
 
     @get(
         "/live",
-        operation_id="getLiveness",
+        name="getLiveness",
         summary="The process is up",
         opt=NO_DATABASE,
         responses={200: ResponseSpec(Health, description="The process is up", generate_examples=False)},
@@ -45,7 +45,7 @@ class HealthController(Controller):
 
     @get(
         "/ready",
-        operation_id="getReadiness",
+        name="getReadiness",
         summary="The service can serve requests: its database answers",
         responses=problem_responses(503),
     )

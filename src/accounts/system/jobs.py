@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ _PURGES = {
 
 async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
     """Delete expired idempotency keys, refresh tokens, login-failure windows and e-mailed tokens, old or
-    expired outbox messages, and finished jobs (with their result files) older than JOB_RESULT_TTL."""
+    expired outbox messages, and job result files older than JOB_RESULT_TTL (SAQ forgets the jobs themselves
+    as long after they finish)."""
     settings = ctx["settings"]
     pool = ctx["pool"]
     deleted: dict[str, Any] = {}
@@ -33,14 +36,23 @@ async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
         arguments = [settings.login_failure_window] if "$1" in statement else []
         status = await pool.execute(statement, *arguments)
         deleted[table] = int(status.rsplit(" ", 1)[-1])
-    finished = await pool.fetch(
-        "DELETE FROM jobs WHERE status IN ('complete', 'failed', 'aborted')"
-        " AND finished_at <= now() - make_interval(secs => $1) RETURNING result_path",
-        settings.job_result_ttl,
-    )
-    for record in finished:
-        if record["result_path"]:
-            Path(record["result_path"]).unlink(missing_ok=True)
-    deleted["jobs"] = len(finished)
+    cutoff = time.time() - settings.job_result_ttl
+    deleted["job_result_files"] = await asyncio.to_thread(_delete_older, settings.data_path / "jobs", cutoff)
     log.info("purged expired rows", **deleted)
+    return deleted
+
+
+def _delete_older(folder: Path, cutoff: float) -> int:
+    """Delete the files in `folder` last modified before `cutoff` (epoch seconds): finished jobs' results, and
+    what a killed worker left half written. Returns how many went."""
+    if not folder.is_dir():
+        return 0
+    deleted = 0
+    for path in folder.iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:  # gone meanwhile: another worker's purge
+            continue
     return deleted

@@ -24,7 +24,6 @@ from accounts.core.errors import (
     UnsupportedMediaType,
     problem_responses,
 )
-from accounts.core.http.bodies import check_input
 from accounts.core.http.idempotency import IdempotencyMiddleware
 from accounts.core.http.media import NegotiatedResponse
 from accounts.core.http.openapi import LOCATION_HEADER
@@ -117,13 +116,12 @@ def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> Non
 
 
 class UserController(Controller):
-    before_request = check_input  # type: ignore[assignment]  # Litestar unbinds it
-    path = "/api/v1/users"
+    path = "/users"
     tags = ["users"]
     security = AUTHENTICATED
 
     @post(
-        operation_id="createUser",
+        name="createUser",
         middleware=[IdempotencyMiddleware],
         summary="Create a user",
         status_code=201,
@@ -132,14 +130,18 @@ class UserController(Controller):
         responses=problem_responses(400, 401, 403, 409, 413, 415),
     )
     async def create_user(
-        self, users: NamedDependency[UserService], db_session: NamedDependency[AsyncSession], data: JSONBody[UserCreate]
+        self,
+        users: NamedDependency[UserService],
+        db_session: NamedDependency[AsyncSession],
+        request: AuthenticatedRequest,
+        data: JSONBody[UserCreate],
     ) -> Response[UserRead]:
         user = to_read(await users.create(db_session, data))
-        headers = {"Location": f"{self.path}/{user.id}", "ETag": etag(user.version)}
+        headers = {"Location": request.app.route_reverse("getUser", user_id=str(user.id)), "ETag": etag(user.version)}
         return NegotiatedResponse(user, status_code=201, headers=headers)
 
     @get(
-        operation_id="listUsers",
+        name="listUsers",
         summary="List users",
         description="Filter by `is_active`, exact `email`, or a prefix `q` of e-mail, username or full name.",
         guards=[requires("users:read")],
@@ -161,7 +163,7 @@ class UserController(Controller):
 
     @get(
         "/me",
-        operation_id="getMe",
+        name="getMe",
         summary="Get my account",
         guards=[requires_user],
         response_headers=[ETAG_HEADER],
@@ -175,7 +177,7 @@ class UserController(Controller):
 
     @patch(
         "/me",
-        operation_id="updateMe",
+        name="updateMe",
         summary="Update my profile",
         description="Only the fields sent change; `null` clears `full_name` or `bio`.",
         guards=[requires_user],
@@ -194,7 +196,7 @@ class UserController(Controller):
 
     @get(
         "/{user_id:str}",
-        operation_id="getUser",
+        name="getUser",
         summary="Get a user",
         description="Admins and `users:read` keys read anyone; a user reads only themselves.",
         response_headers=[ETAG_HEADER],
@@ -214,7 +216,7 @@ class UserController(Controller):
 
     @patch(
         "/{user_id:str}",
-        operation_id="updateUser",
+        name="updateUser",
         summary="Update a user",
         description="Only the fields sent change; `null` clears `full_name` or `bio`.",
         response_headers=[ETAG_HEADER],
@@ -234,7 +236,7 @@ class UserController(Controller):
 
     @delete(
         "/{user_id:str}",
-        operation_id="deleteUser",
+        name="deleteUser",
         summary="Delete a user",
         status_code=204,
         guards=[requires("users:write")],
@@ -245,7 +247,7 @@ class UserController(Controller):
 
     @post(
         "/imports",
-        operation_id="importUsers",
+        name="importUsers",
         summary="Import users from an NDJSON or CSV file",
         description="Answers 202 with the job; the job validates every row as `createUser` does, writes the valid"
         " ones in batches, and keeps an error report (NDJSON: `line`, `error`) as its result. Duplicates match by"
@@ -285,7 +287,7 @@ class UserController(Controller):
         try:
             if file_format == "csv":
                 csv_header(path)
-            job_id = await jobs.submit(
+            job = await jobs.submit(
                 "import_users", IMPORT_JOB, request.user.identity, upload=path.name, **msgspec.structs.asdict(query)
             )
         except BadHeader as exc:
@@ -294,11 +296,11 @@ class UserController(Controller):
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return _job_accepted(await jobs.read(job_id))
+        return _job_accepted(request, job)
 
     @post(
         "/exports",
-        operation_id="exportUsers",
+        name="exportUsers",
         summary="Export users to an NDJSON or CSV file",
         description="Answers 202 with the job; once it is complete, `GET /api/v1/jobs/{id}/result` downloads the"
         " users the filters select (as `listUsers` filters), oldest first. The file is an import file: its rows"
@@ -319,9 +321,10 @@ class UserController(Controller):
         q: PrefixFilter = None,
     ) -> Response[JobRead]:
         query = UserExportQuery(format=format, is_active=is_active, email=email, q=q)
-        job_id = await jobs.submit("export_users", EXPORT_JOB, request.user.identity, **msgspec.structs.asdict(query))
-        return _job_accepted(await jobs.read(job_id))
+        job = await jobs.submit("export_users", EXPORT_JOB, request.user.identity, **msgspec.structs.asdict(query))
+        return _job_accepted(request, job)
 
 
-def _job_accepted(job: JobRead) -> Response[JobRead]:
-    return NegotiatedResponse(job, status_code=202, headers={"Location": f"/api/v1/jobs/{job.id}"})
+def _job_accepted(request: AuthenticatedRequest, job: JobRead) -> Response[JobRead]:
+    location = request.app.route_reverse("getJob", job_id=str(job.id))
+    return NegotiatedResponse(job, status_code=202, headers={"Location": location})

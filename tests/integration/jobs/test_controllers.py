@@ -1,25 +1,23 @@
 """`/api/v1/jobs/{id}`: status for the job's creator (user or API key) and admins only, its result file, and
 aborting it; on each queue backend, with jobs submitted by `Jobs.submit` as the endpoints that start them do.
+What the endpoints answer comes from SAQ's own job, which is also checked here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from saq import Job
+
+from accounts.config import Settings
 from accounts.jobs.services import Jobs, JobSpec
-from tests.integration.jobs.conftest import (
-    Client,
-    InProcessWorker,
-    MakeCaller,
-    insert_api_key_with_id,
-    saq_status,
-    user_owner,
-    wait_for,
-    wait_for_status,
-)
-from tests.integration.jobs.tasks import ATTEMPTS, CANCELLED, GATES, QUICK
+from tests.integration.jobs.conftest import Client, InProcessWorker, MakeCaller, insert_api_key_with_id, user_owner
+from tests.integration.jobs.support import delete_queue, saq_job, wait_for, wait_for_saq_status, wait_for_status
+from tests.integration.jobs.tasks import ATTEMPTS, CANCELLED, FAILURE, GATES, QUICK
 from tests.problems import assert_problem
 
 JOBS = "/api/v1/jobs"
@@ -38,8 +36,8 @@ async def test_the_creator_sees_a_queued_job(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit("test_noop", QUICK, user_owner(alice))
-    row = await jobs.store.get(job_id)
+    job_id = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
+    queued_ms = (await saq_job(jobs, job_id)).queued
 
     response = await jobs_client.get(job_url(job_id), headers=alice.headers)
 
@@ -59,15 +57,15 @@ async def test_the_creator_sees_a_queued_job(
         "finished_at": None,
     }
     assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
-    assert body["created_at"][:19] == row["created_at"].isoformat()[:19]
+    assert datetime.fromisoformat(body["created_at"]) == datetime.fromtimestamp(queued_ms / 1000, UTC)
 
 
 async def test_the_creator_follows_a_job_to_its_end(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, running_worker: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit("test_count_to", QUICK, user_owner(alice), total=4, hold=True)
-    await wait_for(jobs, job_id, lambda row: row["processed"] == 1)
+    job_id = (await jobs.submit("test_count_to", QUICK, user_owner(alice), total=4, hold=True)).id
+    await wait_for(jobs, job_id, lambda job: job.progress.processed == 1)
 
     active = (await jobs_client.get(job_url(job_id), headers=alice.headers)).json()
     assert active["status"] == "active"
@@ -90,7 +88,7 @@ async def test_an_api_key_sees_the_job_it_started(
     backend: str, jobs_client: Client, jobs: Jobs, database_url: str
 ) -> None:
     owner, key = await insert_api_key_with_id(database_url, ["users:read"])
-    job_id = await jobs.submit("test_noop", QUICK, owner)
+    job_id = (await jobs.submit("test_noop", QUICK, owner)).id
 
     response = await jobs_client.get(job_url(job_id), headers={"X-API-Key": key})
 
@@ -104,8 +102,8 @@ async def test_an_admin_sees_anyones_job(
     alice = await make_caller("alice")
     root = await make_caller("root", admin=True)
     owner, _ = await insert_api_key_with_id(database_url, ["users:write"])
-    by_alice = await jobs.submit("test_noop", QUICK, user_owner(alice))
-    by_key = await jobs.submit("test_noop", QUICK, owner)
+    by_alice = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
+    by_key = (await jobs.submit("test_noop", QUICK, owner)).id
 
     for job_id in (by_alice, by_key):
         response = await jobs_client.get(job_url(job_id), headers=root.headers)
@@ -118,13 +116,13 @@ async def test_another_user_may_not_see_a_job(
 ) -> None:
     alice, bob = await make_caller("alice"), await make_caller("bob")
     _, other_key = await insert_api_key_with_id(database_url, ["users:read", "users:write"])
-    job_id = await jobs.submit("test_noop", QUICK, user_owner(alice))
+    job_id = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
 
     for headers in (bob.headers, {"X-API-Key": other_key}):
         assert_problem(await jobs_client.get(job_url(job_id), headers=headers), 403)
         assert_problem(await jobs_client.get(f"{job_url(job_id)}/result", headers=headers), 403)
         assert_problem(await jobs_client.delete(job_url(job_id), headers=headers), 403)
-    assert (await jobs.store.get(job_id))["status"] == "queued", "a refused abort changes nothing"
+    assert (await saq_job(jobs, job_id)).status.value == "queued", "a refused abort changes nothing"
 
 
 async def test_a_user_may_not_see_a_job_started_by_an_api_key(
@@ -132,7 +130,7 @@ async def test_a_user_may_not_see_a_job_started_by_an_api_key(
 ) -> None:
     alice = await make_caller("alice")
     owner, _ = await insert_api_key_with_id(database_url, ["users:read"])
-    job_id = await jobs.submit("test_noop", QUICK, owner)
+    job_id = (await jobs.submit("test_noop", QUICK, owner)).id
 
     assert_problem(await jobs_client.get(job_url(job_id), headers=alice.headers), 403)
 
@@ -146,6 +144,32 @@ async def test_an_unknown_job_is_404(backend: str, jobs_client: Client, make_cal
     assert_problem(await jobs_client.delete(unknown, headers=root.headers), 404)
 
 
+async def test_a_job_the_queue_has_forgotten_is_404(
+    backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, job_settings: Settings
+) -> None:
+    alice = await make_caller("alice")
+    job_id = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
+    assert (await jobs_client.get(job_url(job_id), headers=alice.headers)).status_code == 200
+
+    await delete_queue(job_settings)  # as SAQ does JOB_RESULT_TTL after the job finished
+
+    assert_problem(await jobs_client.get(job_url(job_id), headers=alice.headers), 404)
+    assert_problem(await jobs_client.get(f"{job_url(job_id)}/result", headers=alice.headers), 404)
+    assert_problem(await jobs_client.delete(job_url(job_id), headers=alice.headers), 404)
+
+
+async def test_a_queued_job_no_caller_started_is_404_even_to_an_admin(
+    backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller
+) -> None:
+    root = await make_caller("root", admin=True)
+    other = Job("test_noop", key=str(uuid.uuid4()), kwargs={"job_id": "-"})  # as an e-mail job: no owner in its meta
+    await jobs.queue.enqueue(other)
+
+    assert_problem(await jobs_client.get(job_url(other.key), headers=root.headers), 404)
+    assert_problem(await jobs_client.delete(job_url(other.key), headers=root.headers), 404)
+    assert (await saq_job(jobs, other.key)).status.value == "queued"
+
+
 async def test_a_malformed_job_id_is_400(backend: str, jobs_client: Client, make_caller: MakeCaller) -> None:
     alice = await make_caller("alice")
 
@@ -156,11 +180,11 @@ async def test_a_malformed_job_id_is_400(backend: str, jobs_client: Client, make
 
 
 async def test_without_credentials_it_is_401(backend: str, jobs_client: Client, jobs: Jobs) -> None:
-    job_id = await jobs.submit("test_noop", QUICK, "user:someone")
+    job_id = (await jobs.submit("test_noop", QUICK, "user:someone")).id
 
     assert_problem(await jobs_client.get(job_url(job_id)), 401)
     assert_problem(await jobs_client.delete(job_url(job_id)), 401)
-    assert (await jobs.store.get(job_id))["status"] == "queued"
+    assert (await saq_job(jobs, job_id)).status.value == "queued"
 
 
 # --- the result ---------------------------------------------------------------------------------
@@ -170,7 +194,7 @@ async def test_the_result_is_409_until_the_job_is_complete(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, in_process: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit("test_count_to", QUICK, user_owner(alice), total=2, hold=True)
+    job_id = (await jobs.submit("test_count_to", QUICK, user_owner(alice), total=2, hold=True)).id
     result = f"{job_url(job_id)}/result"
 
     assert_problem(await jobs_client.get(result, headers=alice.headers), 409)
@@ -186,10 +210,12 @@ async def test_a_failed_jobs_result_is_409(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, running_worker: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit("test_always_fails", JobSpec(timeout=30, retries=1), user_owner(alice))
+    job_id = (await jobs.submit("test_always_fails", JobSpec(timeout=30, retries=1), user_owner(alice))).id
     await wait_for_status(jobs, job_id, "failed")
 
-    assert_problem(await jobs_client.get(f"{job_url(job_id)}/result", headers=alice.headers), 409)
+    body = assert_problem(await jobs_client.get(f"{job_url(job_id)}/result", headers=alice.headers), 409)
+    assert "failed" in body["detail"]
+    assert (await jobs_client.get(job_url(job_id), headers=alice.headers)).json()["error"] == f"RuntimeError: {FAILURE}"
 
 
 async def test_the_result_file_is_downloaded_with_its_media_type(
@@ -197,17 +223,21 @@ async def test_the_result_file_is_downloaded_with_its_media_type(
 ) -> None:
     alice = await make_caller("alice")
     root = await make_caller("root", admin=True)
-    csv_job = await jobs.submit(
-        "test_write_result", QUICK, user_owner(alice), content=CSV, suffix=".csv", media_type="text/csv"
-    )
-    ndjson_job = await jobs.submit(
-        "test_write_result",
-        QUICK,
-        user_owner(alice),
-        content=NDJSON,
-        suffix=".ndjson",
-        media_type="application/x-ndjson",
-    )
+    csv_job = (
+        await jobs.submit(
+            "test_write_result", QUICK, user_owner(alice), content=CSV, suffix=".csv", media_type="text/csv"
+        )
+    ).id
+    ndjson_job = (
+        await jobs.submit(
+            "test_write_result",
+            QUICK,
+            user_owner(alice),
+            content=NDJSON,
+            suffix=".ndjson",
+            media_type="application/x-ndjson",
+        )
+    ).id
     await wait_for_status(jobs, csv_job, "complete")
     await wait_for_status(jobs, ndjson_job, "complete")
 
@@ -235,11 +265,15 @@ async def test_a_result_file_that_is_gone_is_404(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, running_worker: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit(
-        "test_write_result", QUICK, user_owner(alice), content=CSV, suffix=".csv", media_type="text/csv"
-    )
-    done = await wait_for_status(jobs, job_id, "complete")
-    Path(done["result_path"]).unlink()
+    job_id = (
+        await jobs.submit(
+            "test_write_result", QUICK, user_owner(alice), content=CSV, suffix=".csv", media_type="text/csv"
+        )
+    ).id
+    await wait_for_status(jobs, job_id, "complete")
+    kept = (await saq_job(jobs, job_id)).meta["result"]
+    assert kept["media_type"] == "text/csv"
+    Path(kept["path"]).unlink()  # as the purge does once it is older than JOB_RESULT_TTL
 
     assert_problem(await jobs_client.get(f"{job_url(job_id)}/result", headers=alice.headers), 404)
 
@@ -251,55 +285,73 @@ async def test_aborting_a_queued_job_means_its_task_never_runs(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, in_process: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit("test_noop", QUICK, user_owner(alice))
-    witness = await jobs.submit("test_noop", QUICK, user_owner(alice))
+    job_id = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
+    witness = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
 
     response = await jobs_client.delete(job_url(job_id), headers=alice.headers)
 
     assert response.status_code == 204, response.text
     assert response.content == b""
-    aborted = await jobs.store.get(job_id)
-    assert aborted["status"] == "aborted"
-    assert aborted["error"]
-    assert aborted["finished_at"] is not None
-    assert aborted["started_at"] is None
-    assert await saq_status(jobs, job_id) == "aborted"
+    aborted = await jobs.read(job_id)
+    assert aborted.status == "aborted"
+    assert aborted.error == "Aborted at the caller's request."
+    assert aborted.finished_at is not None
+    assert aborted.started_at is None
+    assert (await saq_job(jobs, job_id)).status.value == "aborted"
 
     await in_process.start()
     await wait_for_status(jobs, witness, "complete")  # the worker ran what was queued with it
     await asyncio.sleep(0.5)
     assert ATTEMPTS[str(job_id)] == []
-    after = await jobs.store.get(job_id)
-    assert (after["status"], after["attempts"], after["started_at"]) == ("aborted", 0, None)
+    assert await jobs.read(job_id) == aborted
     body = (await jobs_client.get(job_url(job_id), headers=alice.headers)).json()
-    assert body["status"] == "aborted"
-    assert body["error"] == aborted["error"]
+    assert (body["status"], body["attempts"], body["started_at"]) == ("aborted", 0, None)
+    assert body["error"] == aborted.error
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_aborting_a_job_waiting_for_its_retry_means_it_never_runs_again(
+    backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("saq.utils.random", lambda: 1.0)  # no jitter: the next attempt is due in exactly a minute
+    alice = await make_caller("alice")
+    spec = JobSpec(timeout=30, retries=3, retry_delay=60)
+    job_id = (await jobs.submit("test_always_fails", spec, user_owner(alice))).id
+    await wait_for(jobs, job_id, lambda job: job.attempts == 1 and job.status == "queued")
+
+    assert (await jobs_client.delete(job_url(job_id), headers=alice.headers)).status_code == 204
+
+    aborted = await jobs.read(job_id)
+    assert (aborted.status, aborted.attempts) == ("aborted", 1)
+    assert aborted.finished_at is not None
+    assert (await saq_job(jobs, job_id)).status.value == "aborted", "SAQ's record is final too"
+    assert_problem(await jobs_client.delete(job_url(job_id), headers=alice.headers), 409)
+    assert len(ATTEMPTS[str(job_id)]) == 1
 
 
 async def test_aborting_a_running_job_cancels_its_task(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, running_worker: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    job_id = await jobs.submit("test_count_to", QUICK, user_owner(alice), total=3, hold=True)
-    await wait_for(jobs, job_id, lambda row: row["status"] == "active" and row["processed"] == 1)
+    job_id = (await jobs.submit("test_count_to", QUICK, user_owner(alice), total=3, hold=True)).id
+    await wait_for(jobs, job_id, lambda job: job.status == "active" and job.progress.processed == 1)
 
     response = await jobs_client.delete(job_url(job_id), headers=alice.headers)
 
     assert response.status_code == 204, response.text
-    for _ in range(100):  # the worker looks for aborted jobs every second
-        if str(job_id) in CANCELLED and await saq_status(jobs, job_id) == "aborted":
-            break
-        await asyncio.sleep(0.05)
+    assert (await jobs.read(job_id)).status == "aborted", "callers see it aborted at once"
+    await wait_for_saq_status(jobs, job_id, "aborted", within=5)  # the worker looks for aborted jobs every second
     assert str(job_id) in CANCELLED, "the running task was cancelled"
-    assert await saq_status(jobs, job_id) == "aborted"
-    row = await jobs.store.get(job_id)
-    assert row["status"] == "aborted"
-    assert row["attempts"] == 1
-    assert row["processed"] == 1, "the task did not go on after the abort"
-    assert row["started_at"] <= row["finished_at"]
+    job = await jobs.read(job_id)
+    assert job.status == "aborted"
+    assert job.attempts == 1
+    assert job.progress.processed == 1, "the task did not go on after the abort"
+    assert job.started_at is not None
+    assert job.finished_at is not None
+    assert job.started_at <= job.finished_at
     await asyncio.sleep(1.5)
     assert len(ATTEMPTS[str(job_id)]) == 1, "an aborted job is not retried"
-    assert (await jobs.store.get(job_id))["status"] == "aborted"
+    assert (await jobs.read(job_id)).status == "aborted"
 
 
 async def test_an_admin_may_abort_anyones_job(
@@ -307,26 +359,26 @@ async def test_an_admin_may_abort_anyones_job(
 ) -> None:
     alice = await make_caller("alice")
     root = await make_caller("root", admin=True)
-    job_id = await jobs.submit("test_noop", QUICK, user_owner(alice))
+    job_id = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
 
     assert (await jobs_client.delete(job_url(job_id), headers=root.headers)).status_code == 204
-    assert (await jobs.store.get(job_id))["status"] == "aborted"
+    assert (await jobs.read(job_id)).status == "aborted"
 
 
 async def test_aborting_a_finished_job_is_409(
     backend: str, jobs_client: Client, jobs: Jobs, make_caller: MakeCaller, running_worker: InProcessWorker
 ) -> None:
     alice = await make_caller("alice")
-    complete = await jobs.submit("test_noop", QUICK, user_owner(alice))
-    failed = await jobs.submit("test_always_fails", JobSpec(timeout=30, retries=1), user_owner(alice))
-    aborted = await jobs.submit("test_count_to", QUICK, user_owner(alice), total=2, hold=True)
+    complete = (await jobs.submit("test_noop", QUICK, user_owner(alice))).id
+    failed = (await jobs.submit("test_always_fails", JobSpec(timeout=30, retries=1), user_owner(alice))).id
+    aborted = (await jobs.submit("test_count_to", QUICK, user_owner(alice), total=2, hold=True)).id
     await wait_for_status(jobs, complete, "complete")
     await wait_for_status(jobs, failed, "failed")
     await wait_for_status(jobs, aborted, "active")
     assert (await jobs_client.delete(job_url(aborted), headers=alice.headers)).status_code == 204
 
     for job_id, status in ((complete, "complete"), (failed, "failed"), (aborted, "aborted")):
-        before = await jobs.store.get(job_id)
-        assert before["status"] == status
+        before = await jobs.read(job_id)
+        assert before.status == status
         assert_problem(await jobs_client.delete(job_url(job_id), headers=alice.headers), 409)
-        assert await jobs.store.get(job_id) == before
+        assert (await jobs.read(job_id)).status == status

@@ -1,16 +1,19 @@
 """`purge_expired` (accounts.system.jobs), the scheduled clean-up, called as the worker calls it: what has
-expired is deleted, what is still live is kept, and old finished jobs take their result files with them.
+expired is deleted, what is still live is kept, and job result files go once older than JOB_RESULT_TTL (SAQ
+forgets the jobs themselves as long after they finish).
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from accounts.config import Settings
@@ -53,28 +56,13 @@ async def insert_refresh_token(pool: asyncpg.Pool, user_id: str, expires_at: dat
     return token_id
 
 
-async def insert_job(
-    pool: asyncpg.Pool, status: str, finished_at: datetime | None, result: Path | None = None
-) -> uuid.UUID:
-    job_id = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO jobs (id, kind, owner, status, attempts, processed, failed, result_path, result_media_type,"
-        " started_at, finished_at, created_at, updated_at)"
-        " VALUES ($1, 'export_users', 'user:purge', $2, 1, 0, 0, $3, $4, $5, $6, $5, now())",
-        job_id,
-        status,
-        None if result is None else str(result),
-        None if result is None else "text/csv",
-        (finished_at or datetime.now(UTC)) - HOUR,
-        finished_at,
-    )
-    return job_id
-
-
-def result_file(settings: Settings, name: str) -> Path:
-    path = settings.data_path / "jobs" / f"{name}-{uuid.uuid4()}.csv"
+def result_file(settings: Settings, name: str, *, age: timedelta) -> Path:
+    """A file in DATA_DIR/jobs last written `age` ago, as a job's result file."""
+    path = settings.data_path / "jobs" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("email\nada@example.com\n")
+    written = time.time() - age.total_seconds()
+    os.utime(path, (written, written))
     return path
 
 
@@ -82,7 +70,7 @@ async def ids(pool: asyncpg.Pool, statement: str) -> set[object]:
     return {record[0] for record in await pool.fetch(statement)}
 
 
-async def test_expired_rows_are_deleted_and_live_ones_kept(
+async def test_expired_rows_and_old_result_files_are_deleted_and_live_ones_kept(
     settings: Settings, pool: asyncpg.Pool, database_url: str
 ) -> None:
     now = datetime.now(UTC)
@@ -94,53 +82,47 @@ async def test_expired_rows_are_deleted_and_live_ones_kept(
     expired_token = await insert_refresh_token(pool, user.id, now - timedelta(seconds=1))
     live_token = await insert_refresh_token(pool, user.id, now + HOUR)
 
-    old_export = result_file(settings, "old")
-    recent_export = result_file(settings, "recent")
-    old_jobs = {
-        await insert_job(pool, "complete", now - ttl - HOUR, old_export),
-        await insert_job(pool, "failed", now - ttl - HOUR),
-        await insert_job(pool, "aborted", now - ttl - timedelta(seconds=5)),
-    }
-    kept_jobs = {
-        await insert_job(pool, "complete", now - ttl + HOUR, recent_export),
-        await insert_job(pool, "failed", now - timedelta(seconds=5)),
-        await insert_job(pool, "active", None),
-        await insert_job(pool, "queued", None),
-    }
-    await pool.execute("UPDATE jobs SET created_at = $1 WHERE finished_at IS NULL", now - ttl - 5 * HOUR)
+    old_files = [
+        result_file(settings, f"{uuid.uuid4()}.csv", age=ttl + HOUR),
+        result_file(settings, f"{uuid.uuid4()}.errors.ndjson", age=ttl + timedelta(seconds=5)),
+        result_file(settings, f".{uuid.uuid4()}.ndjson.partial", age=ttl + HOUR),  # a killed worker's
+    ]
+    kept_files = [
+        result_file(settings, f"{uuid.uuid4()}.csv", age=ttl - HOUR),
+        result_file(settings, f"{uuid.uuid4()}.ndjson", age=timedelta(seconds=5)),
+    ]
 
     deleted = await purge_expired({"settings": settings, "pool": pool})  # type: ignore[typeddict-item]
 
     assert deleted["idempotency_keys"] == 1
     assert deleted["refresh_tokens"] == 1
-    assert deleted["jobs"] == len(old_jobs)
+    assert deleted["job_result_files"] == len(old_files)
     assert await ids(pool, "SELECT key_hash FROM idempotency_keys") == {live_key}
     assert expired_key != live_key
     assert await ids(pool, "SELECT id FROM refresh_tokens") == {live_token}
     assert expired_token != live_token
-    assert await ids(pool, "SELECT id FROM jobs") == kept_jobs, "unfinished jobs are kept however old"
-    assert not old_export.exists(), "an old job's result file goes with it"
-    assert recent_export.read_text() == "email\nada@example.com\n"
+    assert [path for path in old_files if path.exists()] == [], "result files older than JOB_RESULT_TTL go"
+    assert all(path.read_text() == "email\nada@example.com\n" for path in kept_files)
 
 
 async def test_a_purge_with_nothing_expired_deletes_nothing(settings: Settings, pool: asyncpg.Pool) -> None:
     now = datetime.now(UTC)
     live_key = await insert_idempotency_key(pool, now + HOUR)
-    job_id = await insert_job(pool, "complete", now)
+    recent = result_file(settings, f"{uuid.uuid4()}.csv", age=HOUR)
 
     deleted = await purge_expired({"settings": settings, "pool": pool})  # type: ignore[typeddict-item]
 
     assert set(deleted.values()) == {0}, deleted
     assert await ids(pool, "SELECT key_hash FROM idempotency_keys") == {live_key}
-    assert await ids(pool, "SELECT id FROM jobs") == {job_id}
+    assert recent.exists()
 
 
-async def test_an_old_jobs_missing_result_file_does_not_stop_the_purge(settings: Settings, pool: asyncpg.Pool) -> None:
-    now = datetime.now(UTC)
-    gone = settings.data_path / "jobs" / f"gone-{uuid.uuid4()}.csv"
-    await insert_job(pool, "complete", now - timedelta(seconds=settings.job_result_ttl) - HOUR, gone)
+async def test_a_purge_without_a_results_folder_deletes_no_file(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    elsewhere = msgspec.structs.replace(settings, data_dir=str(tmp_path / "never-used"))
 
-    deleted = await purge_expired({"settings": settings, "pool": pool})  # type: ignore[typeddict-item]
+    deleted = await purge_expired({"settings": elsewhere, "pool": pool})  # type: ignore[typeddict-item]
 
-    assert deleted["jobs"] == 1
-    assert await ids(pool, "SELECT id FROM jobs") == set()
+    assert deleted["job_result_files"] == 0
+    assert not (tmp_path / "never-used").exists()

@@ -13,7 +13,7 @@ from accounts.config import Settings
 from accounts.core.observability.tracing import start_tracing
 from accounts.core.observability.tracing.spans import JOB_TRACE_CONTEXT
 from accounts.jobs.services import Jobs
-from tests.integration.jobs.conftest import SpawnWorker, wait_for_status
+from tests.integration.jobs.support import SpawnWorker, wait_for_status
 from tests.integration.jobs.tasks import QUICK
 from tests.otlp import OtlpReceiver
 
@@ -35,7 +35,7 @@ async def test_each_attempt_runs_in_a_child_span_of_the_trace_the_job_was_submit
     tracing.carry_context(queue)
     try:
         with tracing.tracer.start_as_current_span("submit") as submitting:
-            job_id = await Jobs(jobs.store, queue).submit("test_flaky", QUICK, OWNER, failures=1)
+            job_id = (await Jobs(queue, job_settings.job_result_ttl).submit("test_flaky", QUICK, OWNER, failures=1)).id
         enqueued = await queue.job(str(job_id))
     finally:
         await queue.disconnect()

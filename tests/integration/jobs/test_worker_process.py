@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from accounts.jobs.services import Jobs, JobSpec
-from tests.integration.jobs.conftest import ROOT, SpawnWorker, WorkerProcess, wait_for, wait_for_status
+from tests.integration.jobs.support import ROOT, SpawnWorker, WorkerProcess, saq_job, wait_for, wait_for_status
 from tests.integration.jobs.tasks import QUICK
 
 OWNER = "user:0196a000-0000-7000-8000-000000000002"
@@ -50,26 +50,29 @@ async def stop(worker: WorkerProcess, *, within: float = 15.0) -> None:
 async def test_a_job_whose_worker_is_killed_completes_after_a_new_worker_starts(
     backend: str, jobs: Jobs, spawn_worker: SpawnWorker
 ) -> None:
-    job_id = await jobs.submit("test_count_to", SURVIVES, OWNER, total=8, step=0.4)
+    job_id = (await jobs.submit("test_count_to", SURVIVES, OWNER, total=8, step=0.4)).id
     first = spawn_worker()
-    await wait_for(jobs, job_id, lambda row: row["status"] == "active" and row["processed"] >= 2, within=START)
+    await wait_for(jobs, job_id, lambda job: job.status == "active" and job.progress.processed >= 2, within=START)
 
     first.signal(signal.SIGKILL)
     assert await first.exit_code(10) == -signal.SIGKILL
-    stranded = await jobs.store.get(job_id)
-    assert stranded["status"] == "active"
-    assert stranded["attempts"] == 1
-    assert stranded["processed"] < 8
+    stranded = await jobs.read(job_id)
+    assert stranded.status == "active"
+    assert stranded.attempts == 1
+    assert stranded.progress.processed < 8
 
     await asyncio.sleep(HEARTBEAT + 0.5)  # the job's heartbeat has lapsed: the next sweep takes it back
     second = spawn_worker()
     done = await wait_for_status(jobs, job_id, "complete", within=START)
 
-    assert done["attempts"] == 2
-    assert (done["processed"], done["total"]) == (8, 8)
-    assert done["error"] is None
-    assert done["started_at"] == stranded["started_at"]
-    assert done["started_at"] <= done["finished_at"]
+    assert done.attempts == 2
+    assert (done.progress.processed, done.progress.total) == (8, 8)
+    assert done.error is None
+    assert done.created_at == stranded.created_at
+    assert stranded.started_at is not None
+    assert done.started_at is not None
+    assert done.finished_at is not None
+    assert stranded.started_at < done.started_at <= done.finished_at, "started_at is the last attempt's start"
     await stop(second)
 
 
@@ -77,24 +80,21 @@ async def test_a_killed_workers_job_with_no_attempt_left_ends_with_a_final_statu
     backend: str, jobs: Jobs, spawn_worker: SpawnWorker
 ) -> None:
     spec = JobSpec(timeout=120, retries=1, heartbeat=HEARTBEAT)
-    job_id = await jobs.submit("test_count_to", spec, OWNER, total=50, step=0.4)
+    job_id = (await jobs.submit("test_count_to", spec, OWNER, total=50, step=0.4)).id
     first = spawn_worker()
-    await wait_for(jobs, job_id, lambda row: row["status"] == "active" and row["processed"] >= 1, within=START)
+    await wait_for(jobs, job_id, lambda job: job.status == "active" and job.progress.processed >= 1, within=START)
     first.signal(signal.SIGKILL)
     await first.exit_code(10)
 
     await asyncio.sleep(HEARTBEAT + 0.5)
     second = spawn_worker()
-    saq_gave_up = time.monotonic() + START
-    while (job := await jobs.queue.job(str(job_id))) is not None and job.status.value != "aborted":
-        assert time.monotonic() < saq_gave_up, job
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1)
+    given_up = await wait_for(jobs, job_id, lambda job: job.status != "active", within=START)
 
-    row = await jobs.store.get(job_id)
-    assert row["status"] in {"failed", "aborted"}, f"SAQ gave the job up, but callers still see {dict(row)}"
-    assert row["finished_at"] is not None
-    assert row["error"]
+    assert given_up.status == "aborted", given_up
+    assert given_up.error == "The worker running this job stopped."
+    assert given_up.finished_at is not None
+    assert given_up.attempts == 1
+    assert (await saq_job(jobs, job_id)).status.value == "aborted"
     await stop(second)
 
 
@@ -105,42 +105,43 @@ async def test_a_stopped_worker_finishes_a_job_that_ends_within_the_shutdown_tim
     backend: str, jobs: Jobs, spawn_worker: SpawnWorker
 ) -> None:
     grace = 4
-    job_id = await jobs.submit("test_count_to", SURVIVES, OWNER, total=4, step=0.4)
+    job_id = (await jobs.submit("test_count_to", SURVIVES, OWNER, total=4, step=0.4)).id
     worker = spawn_worker(SHUTDOWN_TIMEOUT=str(grace))
-    await wait_for(jobs, job_id, lambda row: row["status"] == "active" and row["processed"] >= 1, within=START)
+    await wait_for(jobs, job_id, lambda job: job.status == "active" and job.progress.processed >= 1, within=START)
 
     sent = worker.signal(signal.SIGTERM)
     assert await worker.exit_code(grace + 10) == 0, worker.output
     assert time.monotonic() - sent < grace + 5
 
-    done = await jobs.store.get(job_id)
-    assert done["status"] == "complete", dict(done)
-    assert done["attempts"] == 1
-    assert (done["processed"], done["total"]) == (4, 4)
+    done = await jobs.read(job_id)
+    assert done.status == "complete", done
+    assert done.attempts == 1
+    assert (done.progress.processed, done.progress.total) == (4, 4)
     assert "Traceback" not in worker.output
 
 
 async def test_a_stopped_worker_requeues_a_longer_job_and_the_next_worker_completes_it(
     backend: str, jobs: Jobs, spawn_worker: SpawnWorker
 ) -> None:
-    job_id = await jobs.submit("test_count_to", SURVIVES, OWNER, total=16, step=0.25)
+    job_id = (await jobs.submit("test_count_to", SURVIVES, OWNER, total=16, step=0.25)).id
     first = spawn_worker(SHUTDOWN_TIMEOUT="1")
-    await wait_for(jobs, job_id, lambda row: row["status"] == "active" and row["processed"] >= 2, within=START)
+    await wait_for(jobs, job_id, lambda job: job.status == "active" and job.progress.processed >= 2, within=START)
 
     sent = first.signal(signal.SIGTERM)
     assert await first.exit_code(15) == 0, first.output
     assert time.monotonic() - sent < 1 + 5, "the worker stops soon after its shutdown timeout"
-    requeued = await jobs.store.get(job_id)
-    assert requeued["status"] == "queued", dict(requeued)
-    assert requeued["attempts"] == 1
-    assert requeued["finished_at"] is None
-    assert requeued["processed"] < 16
+    requeued = await jobs.read(job_id)
+    assert requeued.status == "queued", requeued
+    assert requeued.attempts == 1
+    assert requeued.error == "cancelled"
+    assert (requeued.started_at, requeued.finished_at) == (None, None)
+    assert requeued.progress.processed < 16
 
     second = spawn_worker()
     done = await wait_for_status(jobs, job_id, "complete", within=START)
-    assert done["attempts"] == 2
-    assert (done["processed"], done["total"]) == (16, 16)
-    assert done["error"] is None
+    assert done.attempts == 2
+    assert (done.progress.processed, done.progress.total) == (16, 16)
+    assert done.error is None
     await stop(second)
 
 
@@ -151,8 +152,8 @@ async def test_a_jobs_log_lines_carry_its_id_task_and_attempt(
     backend: str, jobs: Jobs, spawn_worker: SpawnWorker
 ) -> None:
     worker = spawn_worker()
-    job_id = await jobs.submit("test_flaky", QUICK, OWNER, failures=1)
-    other = await jobs.submit("test_noop", QUICK, OWNER)
+    job_id = (await jobs.submit("test_flaky", QUICK, OWNER, failures=1)).id
+    other = (await jobs.submit("test_noop", QUICK, OWNER)).id
     await wait_for_status(jobs, job_id, "complete", within=START)
     await wait_for_status(jobs, other, "complete", within=START)
     await stop(worker)

@@ -1,11 +1,9 @@
 """`python -m tests.integration.jobs.worker_process`: the real worker (`accounts.worker.main`) with the test tasks.
 
-The queue name comes from TEST_QUEUE_NAME, so a session's jobs never mix with another's on a shared Redis.
+Everything else comes from the environment, as for `accounts worker`: QUEUE_NAME keeps a test's jobs apart.
 """
 
 from __future__ import annotations
-
-import os
 
 from accounts import worker
 from accounts.config import Settings
@@ -13,7 +11,6 @@ from tests.integration.jobs.tasks import TEST_TASKS
 
 
 def run() -> None:
-    worker.QUEUE_NAME = os.environ["TEST_QUEUE_NAME"]
     worker.TASKS.update(TEST_TASKS)
     worker.main(Settings.from_env())
 

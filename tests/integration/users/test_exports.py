@@ -14,8 +14,10 @@ import pytest
 
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
+from accounts.jobs.services import Jobs
 from tests.conftest import insert_api_key
 from tests.integration.auth.support import PASSWORD, bearer, insert_user, log_in, sql
+from tests.integration.jobs.support import started_jobs
 from tests.integration.users.bulk import (
     CSV,
     EXPORTS,
@@ -177,15 +179,16 @@ async def test_an_export_file_is_only_ever_seen_whole(
 # --- who may export -----------------------------------------------------------------------------
 
 
-async def test_a_plain_user_may_not_export(bulk_client: Client, database_url: str) -> None:
+async def test_a_plain_user_may_not_export(bulk_client: Client, bulk_jobs: Jobs, database_url: str) -> None:
     account = await insert_user(database_url, await hash_password(PASSWORD), "plain")
     user = await log_in(bulk_client, account)
+    before = await started_jobs(bulk_jobs)
     del bulk_client.headers["X-API-Key"]
     try:
         assert_problem(await bulk_client.post(EXPORTS, headers=user.headers), 403)
     finally:
         bulk_client.headers["X-API-Key"] = "unused"  # restored by the fixture's teardown
-    assert await sql(database_url, "SELECT id FROM jobs") == []
+    assert await started_jobs(bulk_jobs) == before, "no job was started"
 
 
 async def test_a_read_key_exports_and_only_it_or_an_admin_reads_the_result(

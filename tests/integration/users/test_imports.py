@@ -9,8 +9,10 @@ import pytest
 
 from accounts.config import Settings
 from accounts.core.passwords import verify_password
+from accounts.jobs.services import Jobs
 from tests.conftest import insert_api_key
 from tests.integration.auth.support import sql
+from tests.integration.jobs.support import started_jobs
 from tests.integration.users.bulk import (
     CSV,
     IMPORTS,
@@ -213,16 +215,17 @@ async def test_an_empty_file_completes_with_nothing(bulk_client: Client) -> None
 
 
 async def test_a_file_over_the_limit_is_413_and_nothing_is_kept(
-    bulk_client: Client, bulk_settings: Settings, database_url: str
+    bulk_client: Client, bulk_settings: Settings, bulk_jobs: Jobs
 ) -> None:
     line = b'{"email": "ada@example.com", "username": "ada"}\n'
     body = line * (IMPORT_MAX_BYTES // len(line) + 1)
+    before = await started_jobs(bulk_jobs)
 
     response = await bulk_client.post(IMPORTS, content=body, headers={"Content-Type": NDJSON})
 
     assert_problem(response, 413)
     assert uploads(bulk_settings) == []
-    assert await sql(database_url, "SELECT id FROM jobs") == []
+    assert await started_jobs(bulk_jobs) == before, "no job was started"
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
@@ -241,13 +244,15 @@ async def test_other_media_types_are_415(bulk_client: Client, content_type: str 
     ],
 )
 async def test_a_csv_header_that_names_no_user_is_400(
-    bulk_client: Client, bulk_settings: Settings, header: str, detail: str
+    bulk_client: Client, bulk_settings: Settings, bulk_jobs: Jobs, header: str, detail: str
 ) -> None:
+    before = await started_jobs(bulk_jobs)
     response = await bulk_client.post(
         IMPORTS, content=f"{header}\nada@example.com,ada,x\n".encode(), headers={"Content-Type": CSV}
     )
     assert detail in assert_problem(response, 400)["detail"]
     assert uploads(bulk_settings) == []
+    assert await started_jobs(bulk_jobs) == before
 
 
 async def test_an_unknown_on_duplicate_is_400(bulk_client: Client) -> None:

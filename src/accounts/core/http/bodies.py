@@ -125,6 +125,16 @@ class BodyTimeout(RequestTimeout):
         super().__init__(f"The request body stopped arriving: nothing came for {seconds:g} s.")
 
 
+class BodyAbandoned(MalformedRequest):
+    """The client closed the connection before its body was whole: no one reads the answer, but the request is
+    counted and logged as the client's doing (Litestar would make it a 500)."""
+
+    type = "/problems/request-abandoned"
+
+    def __init__(self) -> None:
+        super().__init__("The client closed the connection before it sent the whole request body.")
+
+
 def with_body_deadline(app: ASGIApp, seconds: float) -> ASGIApp:
     """`app`, with each wait for a chunk of an HTTP request body bounded by `seconds` (BodyTimeout after)."""
 
@@ -143,7 +153,9 @@ def with_body_deadline(app: ASGIApp, seconds: float) -> ASGIApp:
                     message = await receive()
             except TimeoutError:
                 raise BodyTimeout(seconds) from None
-            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            if message["type"] == "http.disconnect":
+                raise BodyAbandoned
+            complete = not message.get("more_body", False)
             return message
 
         await app(scope, receive_within_deadline, send)

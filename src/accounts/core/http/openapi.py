@@ -81,8 +81,17 @@ def openapi_config() -> OpenAPIConfig:
         path="/schema",
         render_plugins=[ScalarRenderPlugin()],
         use_handler_docstrings=False,
+        operation_id_creator=_operation_id,
         components=Components(security_schemes=SECURITY_SCHEMES),
     )
+
+
+def _operation_id(handler: HTTPRouteHandler, *_: object) -> str:
+    """A route's `name` is its operationId: one name for `route_reverse` (Location headers) and for clients."""
+    if handler.name is None:
+        msg = f"the route {handler} has no name: every operation needs one, for its operationId"
+        raise ValueError(msg)
+    return handler.name
 
 
 def finish_document(app: Litestar, request_examples: Iterable[msgspec.Struct]) -> None:
@@ -91,11 +100,11 @@ def finish_document(app: Litestar, request_examples: Iterable[msgspec.Struct]) -
     examples = {example.__class__.__name__: msgspec.to_builtins(example) for example in request_examples}
     document = app.openapi_schema
     handlers: dict[str, HTTPRouteHandler] = {
-        handler.operation_id: handler
+        handler.name: handler
         for route in app.routes
         if isinstance(route, HTTPRoute)
         for handler in route.route_handlers
-        if isinstance(handler.operation_id, str)
+        if handler.name is not None
     }
     for schema in (document.components.schemas or {}).values():
         _flatten_single_choices(schema)
