@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ class JobRun:
         await self.job.update(progress=fraction, meta={**self.job.meta, PROGRESS: progress})
 
     def result_file(self, suffix: str) -> Path:
-        results_dir = self.settings.data_path / "jobs"
+        results_dir = results_folder(self.settings)
         results_dir.mkdir(parents=True, exist_ok=True)
         return results_dir / f"{self.id}{suffix}"
 
@@ -272,3 +273,25 @@ async def _beat(job: Job) -> None:
             await job.update()
         except Exception:  # a queue blip must not fail the job; the next beat tries again
             log.warning("could not refresh the job's heartbeat", exc_info=True)
+
+
+def results_folder(settings: Settings) -> Path:
+    """Where jobs keep their result files (shared storage when workers run on several machines)."""
+    return settings.data_path / "jobs"
+
+
+def purge_results(settings: Settings) -> int:
+    """Delete the result files last modified more than JOB_RESULT_TTL ago: SAQ has forgotten their jobs by then,
+    and what a killed worker left half written goes too. Returns how many went."""
+    folder, cutoff = results_folder(settings), time.time() - settings.job_result_ttl
+    if not folder.is_dir():
+        return 0
+    deleted = 0
+    for path in folder.iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:  # gone meanwhile: another worker's purge
+            continue
+    return deleted

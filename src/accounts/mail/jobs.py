@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from uuid import UUID
 
+import asyncpg
 import structlog
 from saq import Job
 
@@ -93,3 +94,13 @@ async def flush_outbox(ctx: WorkerContext) -> int:
     if records:
         log.info("outbox flushed", messages=len(records))
     return len(records)
+
+
+async def purge_outbox(pool: asyncpg.Pool) -> int:
+    """Delete sent messages after a week (kept, without their bodies, to show what went out) and unsent ones once
+    they expire (their links no longer work); returns how many went."""
+    status = await pool.execute(
+        "DELETE FROM outbox_messages WHERE sent_at <= now() - interval '7 days'"
+        " OR (sent_at IS NULL AND expires_at <= now())"
+    )
+    return int(status.rsplit(" ", 1)[-1])

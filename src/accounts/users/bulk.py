@@ -18,6 +18,7 @@ from typing import BinaryIO
 import msgspec
 
 from accounts.users.schemas import ImportFormat, RowError, UserCreate, UserExportRow
+from accounts.users.services import normalise_email
 
 MEDIA_TYPES: dict[ImportFormat, str] = {"ndjson": "application/x-ndjson", "csv": "text/csv"}
 FORMATS: dict[str, ImportFormat] = {media_type: name for name, media_type in MEDIA_TYPES.items()}
@@ -207,7 +208,7 @@ class RowChecker:
     usernames: dict[str, int] = field(default_factory=dict)
 
     def check(self, line: int, user: UserCreate) -> UserCreate | str:
-        email = user.email.lower()
+        email = normalise_email(user.email)
         if (first := self.emails.setdefault(email, line)) != line:
             return f"the e-mail address appears more than once in the file (first on line {first})"
         if (first := self.usernames.setdefault(user.username, line)) != line:

@@ -205,6 +205,12 @@ class IdempotencyKeys:
         return claim.open(row["response"])
 
 
+async def purge_idempotency_keys(pool: asyncpg.Pool) -> int:
+    """Delete the keys (and their stored responses) past IDEMPOTENCY_KEY_TTL; returns how many went."""
+    status = await pool.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
+    return int(status.rsplit(" ", 1)[-1])
+
+
 class _Release(Exception):
     """The response is not one to replay (a 5xx, a 429...): roll the claim back so a retry runs again."""
 

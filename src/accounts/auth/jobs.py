@@ -1,0 +1,24 @@
+"""Housekeeping of the auth domain's tables, run by the scheduled purge (accounts.system.jobs)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from accounts.config import Settings
+
+# Each statement deletes what nothing will read again; all are cheap on their expiry indexes.
+_PURGES = {
+    "refresh_tokens": "DELETE FROM refresh_tokens WHERE expires_at <= now()",
+    "login_failures": "DELETE FROM login_failures WHERE window_started_at <= now() - make_interval(secs => $1)",
+    "email_tokens": "DELETE FROM email_tokens WHERE expires_at <= now()",
+}
+
+
+async def purge_expired_credentials(pool: asyncpg.Pool, settings: Settings) -> dict[str, int]:
+    """Delete expired refresh tokens, login-failure windows and e-mailed tokens; returns how many of each."""
+    deleted = {}
+    for table, statement in _PURGES.items():
+        arguments = [settings.login_failure_window] if "$1" in statement else []
+        status = await pool.execute(statement, *arguments)
+        deleted[table] = int(status.rsplit(" ", 1)[-1])
+    return deleted
