@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -40,15 +41,16 @@ from accounts.users.repository import UserRepository
 from accounts.users.services import UserService
 from accounts.worker import make_queue, worker_in_process
 
+SHARED = ("settings", "tokens", "credentials", "users", "jobs")
+"""What a handler or a provider may be given by name: made once per worker and kept in `app.state` (the users
+service and the jobs need the lifespan's connections)."""
 
-def provide_users(state: State) -> UserService:
-    users: UserService = state.users
-    return users
 
+def _from_state(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return state[name]
 
-def provide_jobs(state: State) -> Jobs:
-    jobs: Jobs = state.jobs
-    return jobs
+    return Provide(provide, sync_to_thread=False)
 
 
 API = Router(
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # The users service is made with the app's pools, in the lifespan; it reports changes to the cache, which asks
     # it who may authenticate.
     credentials = CredentialCache(
-        lambda user_id: provide_users(app.state).credentials(user_id),
+        lambda user_id: app.state.users.credentials(user_id),  # noqa: PLW0108 - `app` is made below
         database.get_engine(),
         settings.asyncpg_direct_url or "",
     )
@@ -127,14 +129,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
         middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"])],
-        dependencies={
-            "db_session": request_transactions(database),
-            "settings": Provide(lambda: settings, sync_to_thread=False, use_cache=True),
-            "tokens": Provide(lambda: tokens, sync_to_thread=False, use_cache=True),
-            "credentials": Provide(lambda: credentials, sync_to_thread=False, use_cache=True),
-            "users": Provide(provide_users, sync_to_thread=False),
-            "jobs": Provide(provide_jobs, sync_to_thread=False),
-        },
+        state=State({"settings": settings, "tokens": tokens, "credentials": credentials}),
+        dependencies={"db_session": request_transactions(database), **{name: _from_state(name) for name in SHARED}},
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
         openapi_config=openapi_config(),
