@@ -3,7 +3,8 @@
 The server is `TEST_DATABASE_URL` if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
 embedded PostgreSQL (so `make test` passes on a machine with no server); `TEST_DATABASE_URL=embedded`
 forces the embedded one. The database this session
-creates is dropped at the end; nothing else on the server is touched.
+creates is dropped at the end; nothing else on the server is touched. The parts these fixtures are made of
+(making, migrating and writing to databases) are in tests/database.py.
 """
 
 from __future__ import annotations
@@ -11,42 +12,28 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from advanced_alchemy.alembic.commands import AlembicCommands
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy.engine import make_url
 
 from accounts.app import create_app
-from accounts.auth.credentials import new_api_key, secret_hash
 from accounts.config import Settings
-from accounts.core.db import sqlalchemy_config, start_embedded
+from accounts.core.db import start_embedded
+from tests.database import (
+    DEFAULT_SERVER_URL,
+    TABLES,
+    CreateDatabase,
+    answers,
+    database_url_on,
+    execute,
+    insert_api_key,
+    migrate,
+)
 from tests.otlp import OtlpReceiver
 from tests.server import serving
-
-DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TABLES = (
-    "users",
-    "refresh_tokens",
-    "api_keys",
-    "login_failures",
-    "idempotency_keys",
-    "email_tokens",
-    "outbox_messages",
-)
-
-
-async def _answers(url: str) -> bool:
-    try:
-        connection = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await connection.close()
-    return True
 
 
 @pytest.fixture(scope="session")
@@ -55,16 +42,9 @@ async def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url and url != "embedded":
         return url
-    if url is None and await _answers(DEFAULT_SERVER_URL):
+    if url is None and await answers(DEFAULT_SERVER_URL):
         return DEFAULT_SERVER_URL
     return await asyncio.to_thread(start_embedded, Path(tmp_path_factory.mktemp("embedded")))
-
-
-def database_url_on(server_url: str, database: str) -> str:
-    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
-
-
-CreateDatabase = Callable[[], Awaitable[str]]
 
 
 @pytest.fixture(scope="session")
@@ -81,21 +61,6 @@ async def create_database(server_url: str) -> AsyncIterator[CreateDatabase]:
     yield create
     for name in created:
         await execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def execute(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def migrate(database_url: str, revision: str = "head", *, down: bool = False) -> None:
-    """Run the Alembic migrations as `accounts database upgrade/downgrade` does (in a thread: Alembic
-    runs its own event loop)."""
-    commands = AlembicCommands(sqlalchemy_config(Settings(database_url=database_url)))
-    await asyncio.to_thread(commands.downgrade if down else commands.upgrade, revision)
 
 
 @pytest.fixture(scope="session")
@@ -143,24 +108,6 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     if "database_url" not in request.fixturenames:
         return
     await execute(request.getfixturevalue("database_url"), f"TRUNCATE {', '.join(TABLES)} CASCADE")
-
-
-async def insert_api_key(database_url: str, scopes: list[str]) -> str:
-    """A new API key, written straight into the database; returns the secret."""
-    prefix, key = new_api_key()
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute(
-            "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, updated_at)"
-            " VALUES ($1, 'tests', $2, $3, $4, now(), now())",
-            uuid.uuid4(),
-            prefix,
-            secret_hash(key),
-            scopes,
-        )
-    finally:
-        await connection.close()
-    return key
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from accounts.config import Settings
 from accounts.core.http.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.core.http.idempotency import KEY_PATTERN
 from accounts.core.passwords import hash_password
-from tests.conftest import CreateDatabase, migrate
+from tests.database import CreateDatabase, migrate
 from tests.integration.auth.support import PASSWORD, TOKEN, bearer, insert_user
 
 SNAPSHOT = Path(__file__).with_name("openapi.json")

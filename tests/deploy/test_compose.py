@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.conftest import COMPOSE, ROOT, run
+from tests.deploy.support import COMPOSE, ROOT, run
 
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 ACCOUNTS_SERVICES = ("migrate", "api", "worker")

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from accounts.core.db import MIGRATIONS_PATH
-from tests.deploy.conftest import DOCKERFILE, ROOT, Stage, build_args, run
+from tests.deploy.support import DOCKERFILE, ROOT, Stage, build_args, run
 
 HADOLINT = Path(sys.executable).parent / "hadolint"
 

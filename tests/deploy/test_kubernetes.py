@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from accounts.config import Settings
-from tests.deploy.conftest import DOCKERFILE, KUSTOMIZE_BASE, ROOT, parse_dockerfile, pod_spec
+from tests.deploy.support import DOCKERFILE, KUSTOMIZE_BASE, ROOT, parse_dockerfile, pod_spec
 
 # The oldest Kubernetes these files promise to work on, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())

@@ -2,24 +2,21 @@
 points it at, and the figures each case reports.
 
 A fault test breaks something the service depends on, so it only ever breaks what is its own: its own
-database on the shared server, or servers it started itself (a PostgreSQL cluster, a redis-server).
+database on the shared server, or servers it started itself (a PostgreSQL cluster, a redis-server). What the
+fault tests share besides fixtures is in tests/faults/support.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CreateDatabase, migrate
-from tests.integration.auth.support import eventually
+from tests.database import CreateDatabase, migrate
+from tests.faults.support import Figures, RecordFigures, Serve
 from tests.server import serving
-
-Figures = Mapping[str, int | float | str | None]
-RecordFigures = Callable[[Figures], None]
-Serve = Callable[..., AbstractContextManager[str]]
 
 
 @pytest.fixture
@@ -61,12 +58,3 @@ def record_figures(request: pytest.FixtureRequest, record_property: Callable[[st
             cache.set(f"faults/{name}", dict(figures))
 
     return record
-
-
-async def seconds_until(check: Callable[[], Awaitable[bool]], *, within: float) -> float | None:
-    """Seconds until `check` holds; None if it did not within `within` seconds, so that the figures are
-    recorded before the assertion that fails."""
-    try:
-        return await eventually(check, within=within)
-    except AssertionError:
-        return None

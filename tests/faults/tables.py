@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.conftest import TABLES
+from tests.database import TABLES
 
 Digest = dict[str, tuple[int, str]]
 

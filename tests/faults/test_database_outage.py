@@ -20,11 +20,12 @@ import httpx
 import pytest
 
 from tests.clusters import Cluster, initdb, postgres_server, server_tools
-from tests.conftest import database_url_on, execute, insert_api_key, migrate
-from tests.faults.conftest import RecordFigures, Serve, seconds_until
+from tests.database import database_url_on, execute, insert_api_key, migrate
 from tests.faults.load import NO_BROKEN_RULES, Tally, UserWrites, is_well_formed_503, kept_emails
-from tests.integration.scaleout.conftest import PASSWORD, SignedUp, sign_up
+from tests.faults.support import RecordFigures, Serve, seconds_until
+from tests.integration.auth.support import PASSWORD
 from tests.integration.scaleout.processes import scratch_dir
+from tests.integration.scaleout.support import SignedUp, sign_up
 from tests.server import free_port
 
 WRITERS = 3

@@ -29,7 +29,7 @@ from accounts.core.passwords import hash_password
 from accounts.jobs.services import Jobs
 from accounts.users.jobs import EXPORT_JOB
 from accounts.worker import make_queue
-from tests.conftest import CreateDatabase, migrate
+from tests.database import CreateDatabase, migrate
 from tests.faults.tables import Digest, digest
 from tests.integration.auth.support import PASSWORD, insert_user, log_in
 

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import insert_api_key
-from tests.faults.conftest import RecordFigures, Serve
+from tests.database import insert_api_key
 from tests.faults.load import NO_BROKEN_RULES, Tally, UserWrites, kept_emails
+from tests.faults.support import RecordFigures, Serve
 
 CLIENTS = 8
 IDEMPOTENT_CLIENTS = 3

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from saq.queue.redis import RedisQueue
 
-from tests.faults.conftest import RecordFigures, Serve, seconds_until
+from tests.faults.support import RecordFigures, Serve, seconds_until
 from tests.integration.auth import test_email as email_fixtures
 from tests.integration.auth.support import PASSWORD, REGISTER, eventually
 from tests.integration.auth.test_email import Inbox

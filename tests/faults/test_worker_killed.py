@@ -20,7 +20,7 @@ from uuid_utils.compat import uuid7
 from accounts.config import Settings
 from accounts.jobs.services import kept_result
 from accounts.users.jobs import IMPORT_BATCH, IMPORT_JOB, upload_path
-from tests.faults.conftest import RecordFigures, seconds_until
+from tests.faults.support import RecordFigures, seconds_until
 from tests.integration.jobs.support import BACKENDS, connected_jobs, on_backend, saq_job, wait_for, worker_processes
 
 OWNER = "user:0196a000-0000-7000-8000-00000000000f"

@@ -26,7 +26,7 @@ from litestar.testing import AsyncTestClient
 from accounts.app import create_app
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
-from tests.conftest import TABLES, CreateDatabase, migrate
+from tests.database import TABLES, CreateDatabase, migrate
 from tests.faults.tables import snapshot
 from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in
 from tests.problems import assert_problem

@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.test_logging import AppRun, Call, Output, boom_route, run_apps
 from tests.problems import assert_problem
 

@@ -27,7 +27,7 @@ from litestar.testing import AsyncTestClient, TestClient
 from accounts.app import create_app
 from accounts.auth.credentials import new_api_key
 from accounts.config import Settings
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]

@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from accounts.app import create_app
 from accounts.config import Settings
 from accounts.core.observability.logging import configure_logging
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.otlp import OtlpReceiver, ReceivedSpan
 from tests.server import serving
 

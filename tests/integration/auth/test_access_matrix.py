@@ -11,7 +11,7 @@ import pytest
 from joserfc.jwk import OKPKey
 
 from accounts.config import Settings
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import (
     API_KEYS,
     ME,

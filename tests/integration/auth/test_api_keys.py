@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from accounts.auth.credentials import secret_hash
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import (
     API_KEYS,
     ME,

@@ -32,7 +32,7 @@ from accounts import worker
 from accounts.app import create_app
 from accounts.config import Settings
 from accounts.mail.jobs import send_email
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import (
     AUTH,
     ME,

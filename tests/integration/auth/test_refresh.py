@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import (
     LOGOUT,
     LOGOUT_ALL,

@@ -10,7 +10,7 @@ from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import (
     ME,
     MY_PASSWORD,

@@ -24,7 +24,7 @@ from litestar.testing import AsyncTestClient
 from accounts.app import create_app
 from accounts.auth.keys import GENERATED_KEY_FILE
 from accounts.config import ConfigError, Settings
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import (
     CHALLENGE,
     JWKS,

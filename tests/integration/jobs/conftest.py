@@ -8,19 +8,14 @@ of the session. The parts these fixtures are made of are in tests/integration/jo
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from accounts import worker
 from accounts.app import create_app
-from accounts.auth.credentials import new_api_key, secret_hash
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
 from accounts.jobs.services import Jobs
@@ -28,6 +23,9 @@ from tests.integration.auth.support import PASSWORD, Account, LoggedIn, insert_u
 from tests.integration.jobs.support import (
     BACKENDS,
     SHUTDOWN_TIMEOUT,
+    Client,
+    InProcessWorker,
+    MakeCaller,
     SpawnWorker,
     connected_jobs,
     delete_queue,
@@ -35,9 +33,6 @@ from tests.integration.jobs.support import (
     worker_processes,
 )
 from tests.integration.jobs.tasks import TEST_TASKS
-
-Client = AsyncTestClient[Litestar]
-
 
 # --- the queue ----------------------------------------------------------------------------------
 
@@ -86,24 +81,6 @@ async def empty_queue(request: pytest.FixtureRequest) -> AsyncIterator[None]:
 # --- workers ------------------------------------------------------------------------------------
 
 
-class InProcessWorker:
-    """The worker `WORKER_IN_PROCESS` runs (accounts.worker.worker_in_process), on the test's event loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._running: AsyncExitStack | None = None
-
-    async def start(self) -> None:
-        assert self._running is None
-        self._running = AsyncExitStack()
-        await self._running.enter_async_context(worker.worker_in_process(self.settings))
-
-    async def stop(self) -> None:
-        if self._running is not None:
-            running, self._running = self._running, None
-            await running.aclose()
-
-
 @pytest.fixture
 async def in_process(job_settings: Settings) -> AsyncIterator[InProcessWorker]:
     """An in-process worker, not started yet; stopped at the end of the test."""
@@ -128,9 +105,6 @@ def spawn_worker(job_settings: Settings, tmp_path: Path) -> Iterator[SpawnWorker
 # --- callers ------------------------------------------------------------------------------------
 
 
-MakeCaller = Callable[..., Awaitable[LoggedIn]]
-
-
 @pytest.fixture(scope="session")
 async def password_hash() -> str:
     return await hash_password(PASSWORD)
@@ -145,26 +119,3 @@ def make_caller(jobs_client: Client, database_url: str, password_hash: str) -> M
         return await log_in(jobs_client, account)
 
     return make
-
-
-async def insert_api_key_with_id(database_url: str, scopes: list[str]) -> tuple[str, str]:
-    """A new API key written with SQL; returns its owner identity (`key:<id>`) and its secret."""
-    prefix, key = new_api_key()
-    key_id = uuid.uuid4()
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute(
-            "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, updated_at)"
-            " VALUES ($1, 'job tests', $2, $3, $4, now(), now())",
-            key_id,
-            prefix,
-            secret_hash(key),
-            scopes,
-        )
-    finally:
-        await connection.close()
-    return f"key:{key_id}", key
-
-
-def user_owner(caller: LoggedIn) -> str:
-    return f"user:{caller.id}"

@@ -1,6 +1,7 @@
-"""What tests of jobs share, fixtures aside: a queue of their own on either backend, `Jobs` on it, workers in child
-processes, and waiting for a job. The job fixtures (tests/integration/jobs/conftest.py), the bulk fixtures
-(tests/integration/users/conftest.py) and the fault tests (tests/faults/) are made of these.
+"""What tests of jobs share, fixtures aside: a queue of their own on either backend, `Jobs` on it, workers in the
+test's process and in child processes, waiting for a job, and callers. The job fixtures
+(tests/integration/jobs/conftest.py), the bulk fixtures (tests/integration/users/conftest.py) and the fault tests
+(tests/faults/) are made of these.
 
 Each queue has a name of its own (QUEUE_NAME, the `queue_name` setting), so a shared Redis, or another test's
 worker, never sees its jobs; `delete_queue` leaves the backend as it was found.
@@ -15,26 +16,31 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
 import msgspec
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from saq import Job
 
 from accounts.config import Settings
 from accounts.jobs.schemas import JobRead
 from accounts.jobs.services import Jobs
-from accounts.worker import make_queue
+from accounts.worker import make_queue, worker_in_process
+from tests.integration.auth.support import LoggedIn
 
 ROOT = Path(__file__).resolve().parents[3]
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ("postgres", "redis")
 SHUTDOWN_TIMEOUT = 1
 """Seconds a stopping worker waits for running jobs (SAQ waits this long even when idle)."""
+
+Client = AsyncTestClient[Litestar]
 
 
 # --- the queue ----------------------------------------------------------------------------------
@@ -124,6 +130,27 @@ async def wait_for_saq_status(jobs: Jobs, key: uuid.UUID | str, status: str, *, 
     return job
 
 
+# --- workers in the test's process --------------------------------------------------------------
+
+
+class InProcessWorker:
+    """The worker `WORKER_IN_PROCESS` runs (accounts.worker.worker_in_process), on the test's event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._running: AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        assert self._running is None
+        self._running = AsyncExitStack()
+        await self._running.enter_async_context(worker_in_process(self.settings))
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            await running.aclose()
+
+
 # --- workers in child processes -----------------------------------------------------------------
 
 
@@ -201,3 +228,13 @@ def worker_processes(settings: Settings, folder: Path) -> Iterator[SpawnWorker]:
             if process.process.poll() is None:
                 process.process.kill()
                 process.process.wait(10)
+
+
+# --- callers ------------------------------------------------------------------------------------
+
+
+MakeCaller = Callable[..., Awaitable[LoggedIn]]
+
+
+def user_owner(caller: LoggedIn) -> str:
+    return f"user:{caller.id}"

@@ -15,8 +15,18 @@ from saq import Job
 
 from accounts.config import Settings
 from accounts.jobs.services import Jobs, JobSpec
-from tests.integration.jobs.conftest import Client, InProcessWorker, MakeCaller, insert_api_key_with_id, user_owner
-from tests.integration.jobs.support import delete_queue, saq_job, wait_for, wait_for_saq_status, wait_for_status
+from tests.database import insert_api_key_with_id
+from tests.integration.jobs.support import (
+    Client,
+    InProcessWorker,
+    MakeCaller,
+    delete_queue,
+    saq_job,
+    user_owner,
+    wait_for,
+    wait_for_saq_status,
+    wait_for_status,
+)
 from tests.integration.jobs.tasks import ATTEMPTS, CANCELLED, FAILURE, GATES, QUICK
 from tests.problems import assert_problem
 

@@ -16,8 +16,7 @@ from saq.job import Status
 from accounts.jobs.schemas import JobProgress
 from accounts.jobs.services import Jobs, JobSpec
 from tests.integration.auth.support import sql
-from tests.integration.jobs.conftest import InProcessWorker
-from tests.integration.jobs.support import saq_job, wait_for, wait_for_saq_status, wait_for_status
+from tests.integration.jobs.support import InProcessWorker, saq_job, wait_for, wait_for_saq_status, wait_for_status
 from tests.integration.jobs.tasks import ATTEMPTS, FAILURE, GATES, QUICK
 
 OWNER = "user:0196a000-0000-7000-8000-000000000001"

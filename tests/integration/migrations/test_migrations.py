@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from accounts.config import Settings
 from accounts.core.db import Base, include_object
-from tests.conftest import CreateDatabase, migrate
+from tests.database import CreateDatabase, migrate
 
 
 async def tables(url: str) -> set[str]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,3 +47,15 @@ def postgres_bin_dir() -> Path | None:
         return Path(found).resolve().parent
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
     return candidates[-1].parent if candidates else None
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Wait until PgBouncer, started as `process`, listens on `port`; fails if it exits or does not in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, "pgbouncer exited at start"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, "pgbouncer did not listen"
+        time.sleep(0.05)

@@ -17,8 +17,8 @@ from litestar.testing import AsyncTestClient
 from accounts.app import create_app
 from accounts.config import Settings
 from accounts.worker import make_queue
-from tests.conftest import insert_api_key
-from tests.integration.scaleout.conftest import StartPgBouncer, fetchval, sign_up
+from tests.database import insert_api_key
+from tests.integration.scaleout.support import StartPgBouncer, fetchval, sign_up
 from tests.server import serving
 
 USERS = 12

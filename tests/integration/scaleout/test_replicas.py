@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
 from accounts.config import Settings
-from tests.integration.scaleout.conftest import Replication, fetchval, log_in, sign_up
+from tests.integration.scaleout.support import Replication, fetchval, log_in, sign_up
 from tests.server import free_port
 
 Client = AsyncTestClient[Litestar]

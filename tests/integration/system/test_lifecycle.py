@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from accounts.config import Settings
 from accounts.core.db import MIGRATIONS_PATH
 from accounts.system.lifecycle import database_address
-from tests.conftest import CreateDatabase, migrate
+from tests.database import CreateDatabase, migrate
 from tests.problems import assert_problem
 from tests.server import free_port, start_server
 

@@ -1,15 +1,19 @@
-"""What the bulk import and export tests share: starting jobs over HTTP, waiting for them, reading results."""
+"""What the bulk import and export tests share, fixtures aside: starting jobs over HTTP, waiting for them, reading
+results and the files they leave."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+
+from accounts.config import Settings
 
 Client = AsyncTestClient[Litestar]
 USERS = "/api/v1/users"
@@ -18,6 +22,8 @@ EXPORTS = f"{USERS}/exports"
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 FINAL = {"complete", "failed", "aborted"}
+IMPORT_MAX_BYTES = 2 << 20
+"""IMPORT_MAX_BYTES of the bulk tests' apps (2 MiB)."""
 
 
 def ndjson(*rows: Any) -> bytes:
@@ -85,3 +91,9 @@ async def users_table(database_url: str) -> list[dict[str, Any]]:
     finally:
         await connection.close()
     return [dict(record) for record in records]
+
+
+def uploads(settings: Settings) -> list[Path]:
+    """The import files waiting for (or left by) a job."""
+    folder = settings.data_path / "imports"
+    return sorted(folder.iterdir()) if folder.exists() else []

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from accounts import worker
@@ -20,10 +18,7 @@ from accounts.app import create_app
 from accounts.config import Settings
 from accounts.jobs.services import Jobs
 from tests.integration.jobs.support import BACKENDS, connected_jobs, on_backend
-
-IMPORT_MAX_BYTES = 2 << 20
-
-Client = AsyncTestClient[Litestar]
+from tests.integration.users.bulk import IMPORT_MAX_BYTES, Client
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -65,9 +60,3 @@ async def bulk_client(bulk_settings: Settings, bulk_worker: None) -> AsyncIterat
     """A client of an app whose queue is on `bulk_backend`, with a worker running."""
     async with AsyncTestClient(create_app(bulk_settings), raise_server_exceptions=False) as client:
         yield client
-
-
-def uploads(settings: Settings) -> list[Path]:
-    """The import files waiting for (or left by) a job."""
-    folder = settings.data_path / "imports"
-    return sorted(folder.iterdir()) if folder.exists() else []

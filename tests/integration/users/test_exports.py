@@ -15,7 +15,7 @@ import pytest
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
 from accounts.jobs.services import Jobs
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import PASSWORD, bearer, insert_user, log_in, sql
 from tests.integration.jobs.support import started_jobs
 from tests.integration.users.bulk import (

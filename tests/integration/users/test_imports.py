@@ -10,11 +10,12 @@ import pytest
 from accounts.config import Settings
 from accounts.core.passwords import verify_password
 from accounts.jobs.services import Jobs
-from tests.conftest import insert_api_key
+from tests.database import insert_api_key
 from tests.integration.auth.support import sql
 from tests.integration.jobs.support import started_jobs
 from tests.integration.users.bulk import (
     CSV,
+    IMPORT_MAX_BYTES,
     IMPORTS,
     NDJSON,
     USERS,
@@ -22,10 +23,10 @@ from tests.integration.users.bulk import (
     ndjson,
     run_import,
     start_import,
+    uploads,
     users_table,
     wait_for,
 )
-from tests.integration.users.conftest import IMPORT_MAX_BYTES, uploads
 from tests.problems import assert_problem
 
 CONTROL_CHARACTER_PATTERN = "^(?:[^\\\\x00-\\\\x1f\\\\x7f]*)(?!\\\\n)$"

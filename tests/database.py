@@ -1,0 +1,83 @@
+"""The test databases, fixtures aside: where the server is, making and migrating databases, statements run on
+them, and API keys written straight into them. tests/conftest.py's fixtures are made of these."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from advanced_alchemy.alembic.commands import AlembicCommands
+from sqlalchemy.engine import make_url
+
+from accounts.auth.credentials import new_api_key, secret_hash
+from accounts.config import Settings
+from accounts.core.db import sqlalchemy_config
+
+DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TABLES = (
+    "users",
+    "refresh_tokens",
+    "api_keys",
+    "login_failures",
+    "idempotency_keys",
+    "email_tokens",
+    "outbox_messages",
+)
+
+CreateDatabase = Callable[[], Awaitable[str]]
+
+
+async def answers(url: str) -> bool:
+    """Whether a PostgreSQL server accepts a connection to `url` within 3 seconds."""
+    try:
+        connection = await asyncpg.connect(url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await connection.close()
+    return True
+
+
+def database_url_on(server_url: str, database: str) -> str:
+    return make_url(server_url).set(database=database).render_as_string(hide_password=False)
+
+
+async def execute(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def migrate(database_url: str, revision: str = "head", *, down: bool = False) -> None:
+    """Run the Alembic migrations as `accounts database upgrade/downgrade` does (in a thread: Alembic
+    runs its own event loop)."""
+    commands = AlembicCommands(sqlalchemy_config(Settings(database_url=database_url)))
+    await asyncio.to_thread(commands.downgrade if down else commands.upgrade, revision)
+
+
+async def insert_api_key(database_url: str, scopes: list[str]) -> str:
+    """A new API key, written straight into the database; returns the secret."""
+    _, key = await insert_api_key_with_id(database_url, scopes)
+    return key
+
+
+async def insert_api_key_with_id(database_url: str, scopes: list[str]) -> tuple[str, str]:
+    """A new API key, written straight into the database; returns its owner identity (`key:<id>`) and its secret."""
+    prefix, key = new_api_key()
+    key_id = uuid.uuid4()
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO api_keys (id, name, prefix, secret_hash, scopes, created_at, updated_at)"
+            " VALUES ($1, 'tests', $2, $3, $4, now(), now())",
+            key_id,
+            prefix,
+            secret_hash(key),
+            scopes,
+        )
+    finally:
+        await connection.close()
+    return f"key:{key_id}", key
