@@ -48,10 +48,13 @@ from accounts.jobs.services import Jobs
 from accounts.users.bulk import FORMATS, MEDIA_TYPES, BadHeader, UploadTooLarge, csv_header, receive
 from accounts.users.jobs import EXPORT_JOB, IMPORT_JOB, upload_path
 from accounts.users.schemas import (
+    BATCH_MAX,
     ONE_LINE,
     ImportFormat,
     OnDuplicate,
     ProfileUpdate,
+    UserBatch,
+    UserBatchGet,
     UserCreate,
     UserExportQuery,
     UserImportQuery,
@@ -115,6 +118,16 @@ def ensure_may_update(caller: Principal, user_id: UUID, data: UserUpdate) -> Non
         raise Forbidden("Only an admin may grant or take admin rights.")
 
 
+def batch_visibility(caller: Principal) -> UUID | None:
+    """The one user a batch read may find for `caller` (None: anyone). Admins and `users:read` callers read
+    anyone, a user only themselves; a service without the scope reads no one."""
+    if caller.may("users:read"):
+        return None
+    if caller.user_id is None:
+        raise Forbidden("This needs the `users:read` scope, or a user's access token (which reads only its user).")
+    return caller.user_id
+
+
 class UserController(Controller):
     path = "/users"
     tags = ["users"]
@@ -160,6 +173,23 @@ class UserController(Controller):
     ) -> UserPage:
         query = UserListQuery(limit=limit, offset=offset, sort=sort, is_active=is_active, email=email, q=q)
         return await users.page(query)
+
+    @post(
+        "/batch-get",
+        name="batchGetUsers",
+        summary="Get many users at once",
+        description=f"Up to {BATCH_MAX} users by `ids` and `emails` (any case) together, in one read. `items` holds"
+        " each user found once, in request order (ids first, then e-mails); `missing` lists, once each and in request"
+        " order, the ids and the e-mails (lower-cased) that found no one. Admins and `users:read` callers read"
+        " anyone; a user reads only themselves, and every other id or e-mail is reported missing, whether or not it"
+        " exists. Like `getUser`, it may read from a replica.",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 413, 415),
+    )
+    async def batch_get_users(
+        self, users: NamedDependency[UserService], request: AuthenticatedRequest, data: JSONBody[UserBatchGet]
+    ) -> UserBatch:
+        return await users.get_many(data, only=batch_visibility(request.user))
 
     @get(
         "/me",

@@ -23,6 +23,11 @@ from accounts.users.schemas import UserExportQuery, UserListQuery, UserPage, Use
 
 _COLUMNS = ", ".join(UserRead.__struct_fields__)
 _BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
+# $3 (when not NULL) is the one user the caller may see: the others are never read, so nothing tells they exist.
+_BY_IDS_OR_EMAILS = (
+    f"SELECT {_COLUMNS} FROM users WHERE (id = ANY($1::uuid[]) OR email = ANY($2::text[]))"  # noqa: S608
+    " AND ($3::uuid IS NULL OR id = $3)"
+)
 _ORDER = {
     "created_at": "created_at, id",
     "-created_at": "created_at DESC, id DESC",
@@ -56,6 +61,20 @@ class UserRepository:
         if record is None and pool is not self.pool:  # a user created a moment ago may not have reached the replica
             record = await self.pool.fetchrow(_BY_ID, user_id)
         return None if record is None else UserRead(**record)
+
+    async def get_many(self, ids: list[UUID], emails: list[str], *, only: UUID | None = None) -> list[UserRead]:
+        """The users with these ids or (lower-cased) e-mails, in no order, as a replica has them; with `only`, at
+        most that user. In one round trip; a second, to the primary, only for what a replica did not have."""
+        pool = next(self._read_pools)
+        records = await pool.fetch(_BY_IDS_OR_EMAILS, ids, emails, only)
+        if pool is not self.pool:  # users created a moment ago may not have reached the replica
+            found_ids = {record["id"] for record in records}
+            found_emails = {record["email"] for record in records}
+            missing_ids = [user_id for user_id in ids if user_id not in found_ids]
+            missing_emails = [email for email in emails if email not in found_emails]
+            if missing_ids or missing_emails:
+                records += await self.pool.fetch(_BY_IDS_OR_EMAILS, missing_ids, missing_emails, only)
+        return [UserRead(**record) for record in records]
 
     async def exists(self, user_id: UUID) -> bool:
         return await self.pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is not None

@@ -134,6 +134,31 @@ class UserPage(Struct, kw_only=True):
     offset: int
 
 
+BATCH_MAX = 500
+"""How many users one `batchGetUsers` names at most: ids and e-mails together."""
+
+
+class UserBatchGet(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Users to read at once, by id and by e-mail (any case): at least one, at most BATCH_MAX in all."""
+
+    ids: Annotated[list[UUID], Meta(max_length=BATCH_MAX, description="User ids.")] = []
+    emails: Annotated[list[Email], Meta(max_length=BATCH_MAX, description="E-mail addresses, any case.")] = []
+
+
+class UserBatchMissing(Struct, kw_only=True):
+    """What a batch asked for and did not get: each id and e-mail (lower-cased) once, in request order."""
+
+    ids: list[UUID]
+    emails: list[str]
+
+
+class UserBatch(Struct, kw_only=True):
+    """The users a batch found, each once, in request order (ids first, then e-mails), and what it did not find."""
+
+    items: list[UserRead]
+    missing: UserBatchMissing
+
+
 class UserListQuery(Struct, kw_only=True):
     """The list endpoint's filters, sort and page, as the service takes them."""
 
@@ -187,5 +212,6 @@ REQUEST_EXAMPLES: tuple[Struct, ...] = (
     UserCreate(email="ada@example.com", username="ada.lovelace", full_name="Ada Lovelace", password="correct horse"),  # noqa: S106
     UserUpdate(full_name="Ada King", is_active=False),
     ProfileUpdate(full_name="Ada King", bio="Analyst of engines."),
+    UserBatchGet(ids=[UUID("01936f3e-2a4b-7c3d-8e5f-a1b2c3d4e5f6")], emails=["ada@example.com"]),
 )
 """The example of each request body of this domain, for the OpenAPI document."""

@@ -19,14 +19,18 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from accounts.core.errors import NotFound, PreconditionFailed
+from accounts.core.errors import FieldError, InvalidInput, NotFound, PreconditionFailed
 from accounts.core.passwords import hash_password
 from accounts.users.models import User
 from accounts.users.repository import UserRepository, filters
 from accounts.users.schemas import (
+    BATCH_MAX,
     OnDuplicate,
     ProfileUpdate,
     RowError,
+    UserBatch,
+    UserBatchGet,
+    UserBatchMissing,
     UserCreate,
     UserExportQuery,
     UserExportRow,
@@ -72,6 +76,29 @@ class UserService:
 
     async def page(self, query: UserListQuery) -> UserPage:
         return await self.repository.page(_normalised_filters(query))
+
+    async def get_many(self, batch: UserBatchGet, *, only: UUID | None = None) -> UserBatch:
+        """The users `batch` names, each once, in request order (ids first, then e-mails), and the ids and e-mails
+        (lower-cased) that named none; with `only`, every other user counts as missing, whether or not it exists."""
+        if not batch.ids and not batch.emails:
+            raise _batch_error("Name at least one user, in `ids` or `emails`.")
+        if len(batch.ids) + len(batch.emails) > BATCH_MAX:
+            sent = f"{len(batch.ids)} ids and {len(batch.emails)} e-mails"
+            raise _batch_error(f"Name at most {BATCH_MAX} users at a time, in `ids` and `emails` together, not {sent}.")
+        ids = list(dict.fromkeys(batch.ids))
+        emails = list(dict.fromkeys(normalise_email(email) for email in batch.emails))
+        found = await self.repository.get_many(ids, emails, only=only)
+        by_id = {user.id: user for user in found}
+        by_email = {user.email: user for user in found}
+        named = [by_id[user_id] for user_id in ids if user_id in by_id]
+        named += [by_email[email] for email in emails if email in by_email]
+        return UserBatch(
+            items=list({user.id: user for user in named}.values()),
+            missing=UserBatchMissing(
+                ids=[user_id for user_id in ids if user_id not in by_id],
+                emails=[email for email in emails if email not in by_email],
+            ),
+        )
 
     async def update(self, user_id: UUID, data: ProfileUpdate, *, versions: list[int] | None = None) -> UserRead:
         """Change the fields `data` carries, if the user's version is one of `versions` (any, if None); an empty
@@ -147,6 +174,10 @@ class UserService:
 
     async def mark_email_verified(self, session: AsyncSession, user_id: UUID) -> None:
         await self.repository.set(session, user_id, User.email_verified_at.is_(None), email_verified_at=func.now())
+
+
+def _batch_error(detail: str) -> InvalidInput:
+    return InvalidInput(detail, errors=[FieldError(field=field, message=detail) for field in ("ids", "emails")])
 
 
 def _coalesce_now(column: Any) -> Any:

@@ -27,21 +27,21 @@ from tests.integration.auth.support import (
 )
 from tests.problems import assert_problem
 
-ENDPOINTS = ("list", "create", "get_a", "patch_a", "delete_a", "me", "keys_list", "keys_create")
+ENDPOINTS = ("list", "create", "get_a", "patch_a", "delete_a", "me", "keys_list", "keys_create", "batch_get_a")
 
 # fmt: off
 EXPECTED: dict[str, tuple[int, ...]] = {
-    #                      list create get_a patch_a delete_a  me  keys_list keys_create
-    "anonymous":          (401,  401,   401,  401,    401,    401,  401,      401),
-    "user_a":             (403,  403,   200,  200,    403,    200,  403,      403),
-    "user_b":             (403,  403,   403,  403,    403,    200,  403,      403),
-    "admin":              (200,  201,   200,  200,    204,    200,  200,      201),
-    "key_read":           (200,  403,   200,  403,    403,    403,  403,      403),
-    "key_write":          (403,  201,   403,  200,    204,    403,  403,      403),
-    "key_read_write":     (200,  201,   200,  200,    204,    403,  403,      403),
-    "key_other_scope":    (403,  403,   403,  403,    403,    403,  403,      403),
-    "expired_token":      (401,  401,   401,  401,    401,    401,  401,      401),
-    "forged_token":       (401,  401,   401,  401,    401,    401,  401,      401),
+    #                      list create get_a patch_a delete_a  me  keys_list keys_create batch_get_a
+    "anonymous":          (401,  401,   401,  401,    401,    401,  401,      401,        401),
+    "user_a":             (403,  403,   200,  200,    403,    200,  403,      403,        200),
+    "user_b":             (403,  403,   403,  403,    403,    200,  403,      403,        200),
+    "admin":              (200,  201,   200,  200,    204,    200,  200,      201,        200),
+    "key_read":           (200,  403,   200,  403,    403,    403,  403,      403,        200),
+    "key_write":          (403,  201,   403,  200,    204,    403,  403,      403,        403),
+    "key_read_write":     (200,  201,   200,  200,    204,    403,  403,      403,        200),
+    "key_other_scope":    (403,  403,   403,  403,    403,    403,  403,      403,        403),
+    "expired_token":      (401,  401,   401,  401,    401,    401,  401,      401,        401),
+    "forged_token":       (401,  401,   401,  401,    401,    401,  401,      401,        401),
 }
 # fmt: on
 MATRIX = [
@@ -112,6 +112,7 @@ class World:
             "me": ("GET", ME, None),
             "keys_list": ("GET", API_KEYS, None),
             "keys_create": ("POST", API_KEYS, {"name": "matrix", "scopes": ["users:read"]}),
+            "batch_get_a": ("POST", f"{USERS}/batch-get", {"ids": [self.a.id]}),
         }
         method, path, body = calls[endpoint]
         return await self.client.request(method, path, json=body, headers=headers)
@@ -171,6 +172,11 @@ async def check_success(world: World, caller: str, endpoint: str, body: Any) -> 
         assert isinstance(body["items"], list)
     elif endpoint == "keys_create":
         assert body["key"].startswith("acck_")
+    elif endpoint == "batch_get_a":
+        # User B may not read A: A is missing for B, as an id that names no one would be.
+        seen = caller != "user_b"
+        assert [u["id"] for u in body["items"]] == ([world.a.id] if seen else [])
+        assert body["missing"] == {"ids": [] if seen else [world.a.id], "emails": []}
 
 
 async def check_side_effects(world: World, endpoint: str, *, succeeded: bool) -> None:
