@@ -8,10 +8,10 @@ export UV_PYTHON_PREFERENCE := only-system
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --no-sync
 
-.PHONY: help uv install run worker test faults lint format migrate migration bench clients openapi clean
+.PHONY: help uv install run worker test faults lint format migrate migration bench bench-h2 clients openapi clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 uv: ## Install uv (from PyPI with pip) if it is missing
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -50,6 +50,12 @@ bench: install ## Benchmark vs the ceiling and the FastAPI peer with wrk: make b
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (Debian package wrk)"; exit 1; }
 	$(RUN) python -m tests.bench.run --users $(or $(users),100000) --runs $(or $(runs),3)
+
+bench-h2: install ## The read scenario over HTTP/1.1 and HTTP/2 (h2c) with h2load and wrk: make bench-h2 [runs=3]
+	@command -v h2load >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq nghttp2-client wrk) || \
+		{ echo "make bench-h2 needs h2load and wrk (Debian packages nghttp2-client, wrk)"; exit 1; }
+	$(RUN) python -m tests.bench.h2 --users $(or $(users),100000) --runs $(or $(runs),3)
 
 clients: install ## Generate the Python client and TypeScript SDK from the OpenAPI snapshot into tests/contract/generated/
 	$(RUN) python -m tests.contract.clients

@@ -59,7 +59,7 @@ def start_on_a_current_database(settings: Settings) -> None:
 @click.command(name="serve", help="Serve the API with granian on uvloop (WEB_CONCURRENCY workers).")
 def serve_command() -> None:
     from granian import Granian  # noqa: PLC0415
-    from granian.constants import Interfaces, Loops  # noqa: PLC0415
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415
     from granian.http import HTTP1Settings  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
@@ -81,6 +81,7 @@ def serve_command() -> None:
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
+        http=HTTPModes(settings.http_version),
         loop=Loops.uvloop,
         workers=settings.web_concurrency,
         log_level=LogLevels(settings.log_level.lower()),

@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     web_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = os.cpu_count() or 1
+    http_version: Literal["1", "auto", "2"] = "1"
+    """What `accounts serve` speaks: `1` HTTP/1.1, `2` HTTP/2 by prior knowledge (h2c), `auto` either, told apart by a
+    connection's first bytes (no `Upgrade: h2c`). Only `1` closes a connection that sends no request head in time."""
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
     access_log: bool = True

@@ -41,6 +41,7 @@ async def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.host == "127.0.0.1"
     assert settings.port == 8000
     assert settings.web_concurrency == (os.cpu_count() or 1)
+    assert settings.http_version == "1"  # not granian's `auto`: REQUEST_READ_TIMEOUT then bounds every connection
     assert settings.log_level == "INFO"
     assert settings.log_format == "auto"
     assert settings.access_log is True
@@ -150,6 +151,11 @@ async def test_every_log_format_is_accepted(log_format: str) -> None:
     assert Settings.from_env({"LOG_FORMAT": log_format}).log_format == log_format
 
 
+@pytest.mark.parametrize("http_version", ["1", "auto", "2"])
+async def test_every_http_version_is_accepted(http_version: str) -> None:
+    assert Settings.from_env({"HTTP_VERSION": http_version}).http_version == http_version
+
+
 @pytest.mark.parametrize(
     "url",
     ["postgresql://u:p@h:5432/d", "postgres://u@h/d", "postgresql+asyncpg://u:p@h/d", "postgresql:///d?host=/tmp"],
@@ -180,6 +186,9 @@ async def test_postgresql_urls_are_accepted(url: str) -> None:
         ("DATABASE_POOL_TIMEOUT", "1.5"),
         ("LOG_LEVEL", "LOUD"),
         ("LOG_FORMAT", "xml"),
+        ("HTTP_VERSION", "1.1"),
+        ("HTTP_VERSION", "h2c"),
+        ("HTTP_VERSION", "3"),
         ("ACCESS_LOG", "perhaps"),
         ("ACCESS_LOG", "2"),
         ("MIGRATE_ON_START", "maybe"),
@@ -244,7 +253,7 @@ async def test_async_database_url_selects_asyncpg(url: str, expected: str) -> No
 
 @pytest.mark.parametrize(
     ("variable", "raw"),
-    [("PORT", "abc"), ("LOG_LEVEL", "LOUD"), ("DATABASE_URL", "mysql://x")],
+    [("PORT", "abc"), ("LOG_LEVEL", "LOUD"), ("DATABASE_URL", "mysql://x"), ("HTTP_VERSION", "1.1")],
 )
 async def test_serve_with_a_bad_variable_exits_with_one_line_naming_it(tmp_path: Path, variable: str, raw: str) -> None:
     env = {name: value for name, value in os.environ.items() if name not in VARIABLES}
