@@ -4,12 +4,15 @@ JSON and MessagePack bodies, sends them to the app in-process, and checks every 
 
 The document is the snapshot, which test_openapi_snapshot keeps equal to the served one: schemathesis must have
 the operations when the tests are collected, before any fixture gives a database (its fixture-based loader fails on
-pytest 9.2). Bounded for `make test`: a fixed seed and MAX_EXAMPLES per operation, on a database of its own.
-Reproduce a failure with the curl command in its report; explore further with a higher MAX_EXAMPLES.
+pytest 9.2). A request body is described as JSON, naming its MessagePack Content-Types in `x-msgpack-content-types`;
+schemathesis is given the first of them as a media type of the body, so it sends MessagePack bodies as well.
+Bounded for `make test`: a fixed seed and MAX_EXAMPLES per operation, on a database of its own. Reproduce a failure
+with the curl command in its report; explore further with a higher MAX_EXAMPLES.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -77,7 +80,21 @@ def msgpack_answer(_: schemathesis.DeserializationContext, response: schemathesi
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # an import file is text, as CSV is
 
-schema = schemathesis.openapi.from_path(SNAPSHOT, config=schemathesis.Config.from_dict(CONFIG))
+
+def with_msgpack_bodies(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with each request body's MessagePack form (its first `x-msgpack-content-types`) beside its JSON."""
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
+            for media in list(content.values()):
+                for media_type in media.get("x-msgpack-content-types", [])[:1]:
+                    content.setdefault(media_type, media)
+    return document
+
+
+schema = schemathesis.openapi.from_dict(
+    with_msgpack_bodies(json.loads(SNAPSHOT.read_text())), config=schemathesis.Config.from_dict(CONFIG)
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
 """The OpenAPI document: its configuration, and the finishing touches Litestar does not make itself.
 
-Clients are generated from this document, so it states exactly what the service does: every body in
-both media types (JSON and MessagePack), an example for every request body, and plain schemas where
-Litestar would wrap one type in a `oneOf` of one.
+Clients are generated from this document, so it states exactly what the service does, in a form generators take
+with their default settings: every answer in both media types (JSON and MessagePack), every request body as JSON
+with the MessagePack Content-Types it may also be sent as, an example for every request body, and plain schemas
+where Litestar would wrap one type in a `oneOf` of one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
@@ -38,18 +40,27 @@ from accounts.core.http.idempotency import DESCRIPTION as IDEMPOTENCY_DESCRIPTIO
 from accounts.core.http.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.core.http.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from accounts.core.http.idempotency import IdempotencyMiddleware
-from accounts.core.http.media import JSON, MSGPACK, PROBLEM_JSON, PROBLEM_MSGPACK
+from accounts.core.http.media import JSON, MSGPACK, MSGPACK_TYPES, PROBLEM_JSON, PROBLEM_MSGPACK
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "oauth2": SecurityScheme(
         type="oauth2",
-        description="Log in with e-mail (or username) and password; the token goes in `Authorization: Bearer`.",
+        description="A user logs in with e-mail (or username) and password; a service client with its client id and "
+        "secret. The token goes in `Authorization: Bearer`.",
         flows=OAuthFlows(
             password=OAuthFlow(
                 token_url="/api/v1/auth/token",
                 refresh_url="/api/v1/auth/refresh",
                 scopes={},
-            )
+            ),
+            client_credentials=OAuthFlow(
+                token_url="/api/v1/auth/token",
+                scopes={
+                    "users:read": "Read any user",
+                    "users:write": "Create, update, delete and import users",
+                    "tokens:introspect": "Introspect tokens (RFC 7662)",
+                },
+            ),
         ),
     ),
     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT or API key"),
@@ -70,14 +81,28 @@ only operations documented without a 503."""
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _MSGPACK_TWIN = {JSON: MSGPACK, PROBLEM_JSON: PROBLEM_MSGPACK}
+MSGPACK_CONTENT_TYPES = (MSGPACK, *sorted(MSGPACK_TYPES - {MSGPACK}))
+"""The Content-Types a JSON request body may also be sent as, in MessagePack: the common name first."""
+
+
+@dataclass
+class JsonBody(OpenAPIMediaType):
+    """The media type of a JSON request body, naming the MessagePack Content-Types of the same body in an extension.
+    Under `content` they would be bodies of their own, which generators cannot encode: they warn, or drop the
+    operation."""
+
+    msgpack_content_types: list[str] = field(
+        default_factory=lambda: list(MSGPACK_CONTENT_TYPES), metadata={"alias": "x-msgpack-content-types"}
+    )
 
 
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Accounts",
         version=version("accounts"),
-        description="The system of record for users, credentials, roles and API keys. Every JSON body may "
-        f"also be sent and received as MessagePack (`{MSGPACK}`), chosen by `Content-Type` and `Accept`.",
+        description="The system of record for users, credentials, roles and API keys. Every JSON body may also be "
+        f"sent and received as MessagePack (`{MSGPACK}`), chosen by `Content-Type` and `Accept`: answers list "
+        "the MessagePack media types beside JSON, request bodies name them in `x-msgpack-content-types`.",
         path="/schema",
         render_plugins=[ScalarRenderPlugin()],
         use_handler_docstrings=False,
@@ -190,7 +215,8 @@ def _finish_operation(operation: Operation, examples: dict[str, Any]) -> None:
         for media in body.content.values():
             if isinstance(media.schema, Reference) and media.example is None:
                 media.example = examples.get(media.schema.ref.rsplit("/", 1)[-1])
-        _add_msgpack_twins(body.content)
+        if (json := body.content.get(JSON)) is not None:
+            body.content[JSON] = JsonBody(**vars(json))
     for response in (operation.responses or {}).values():
         if not isinstance(response, Reference) and response.content:
             _add_msgpack_twins(response.content)
