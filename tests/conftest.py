@@ -20,6 +20,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from accounts.app import create_app
+from accounts.auth.keys import GENERATED_KEY_FILE
 from accounts.config import Settings
 from accounts.core.db import start_embedded
 from tests.database import (
@@ -94,10 +95,16 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
 
 
 @pytest.fixture(scope="session")
-def live_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def live_url(app: Litestar, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of `accounts serve` (granian, two workers) on the session database, for tests that
-    need real sockets and requests truly in parallel (the in-process test client runs them one by one)."""
-    with serving({"DATABASE_URL": database_url, "WEB_CONCURRENCY": "2"}, tmp_path_factory.mktemp("live") / "log") as c:
+    need real sockets and requests truly in parallel (the in-process test client runs them one by one). It signs
+    with the in-process app's key, so tokens from either work on both."""
+    environment = {
+        "DATABASE_URL": str(settings.database_url),
+        "WEB_CONCURRENCY": "2",
+        "JWT_SIGNING_KEY_FILE": str(settings.data_path / GENERATED_KEY_FILE),
+    }
+    with serving(environment, tmp_path_factory.mktemp("live") / "log") as c:
         yield str(c.base_url)
 
 

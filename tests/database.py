@@ -11,9 +11,10 @@ import asyncpg
 from advanced_alchemy.alembic.commands import AlembicCommands
 from sqlalchemy.engine import make_url
 
-from accounts.auth.credentials import new_api_key, secret_hash
+from accounts.auth.credentials import new_api_key
 from accounts.config import Settings
 from accounts.core.db import sqlalchemy_config
+from accounts.core.security import secret_hash
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = (
@@ -24,6 +25,8 @@ TABLES = (
     "idempotency_keys",
     "email_tokens",
     "outbox_messages",
+    "oauth_clients",
+    "revoked_tokens",
 )
 
 CreateDatabase = Callable[[], Awaitable[str]]

@@ -18,10 +18,18 @@ from litestar.middleware import DefineMiddleware
 from accounts.auth import schemas as auth_schemas
 from accounts.auth.authentication import AuthenticationMiddleware, Authenticator
 from accounts.auth.cache import CredentialCache
-from accounts.auth.controllers import ApiKeyController, AuthController, JwksController, PasswordController
+from accounts.auth.controllers import (
+    ApiKeyController,
+    AuthController,
+    DiscoveryController,
+    JwksController,
+    PasswordController,
+)
 from accounts.auth.keys import SigningKeys
 from accounts.auth.tokens import AccessTokens
 from accounts.cli import AccountsCLIPlugin
+from accounts.clients import schemas as clients_schemas
+from accounts.clients.controllers import OAuthClientController
 from accounts.config import Settings
 from accounts.core.db import request_transactions, sqlalchemy_config
 from accounts.core.errors import exception_handlers
@@ -55,11 +63,18 @@ def _from_state(name: str) -> Provide:
 
 API = Router(
     "/api/v1",
-    route_handlers=[AuthController, UserController, PasswordController, ApiKeyController, JobController],
+    route_handlers=[
+        AuthController,
+        UserController,
+        PasswordController,
+        ApiKeyController,
+        OAuthClientController,
+        JobController,
+    ],
     before_request=check_input,  # query strings and forms that are not UTF-8; JSON bodies are BodyRequest's
 )
-"""Every endpoint of the API proper, under one prefix; health, keys and metrics stay at the root."""
-REQUEST_EXAMPLES = (*users_schemas.REQUEST_EXAMPLES, *auth_schemas.REQUEST_EXAMPLES)
+"""Every endpoint of the API proper, under one prefix; health, keys, discovery and metrics stay at the root."""
+REQUEST_EXAMPLES = (*users_schemas.REQUEST_EXAMPLES, *auth_schemas.REQUEST_EXAMPLES, *clients_schemas.REQUEST_EXAMPLES)
 """An example of every request body, for the OpenAPI document."""
 
 
@@ -124,7 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.gather(*(each.close() for each in (pool, *replicas)))
 
     app = Litestar(
-        route_handlers=[HealthController, JwksController, MetricsController, API],
+        route_handlers=[HealthController, JwksController, DiscoveryController, MetricsController, API],
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported

@@ -62,7 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     a volume shared between pods); `accounts serve` makes a temporary one if unset."""
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9102
     """Port of a job worker's own `/metrics` (0: none)."""
-    jwt_issuer: str = "accounts"
+    jwt_issuer: str = ""
+    """The `iss` of every token and the `issuer` of the discovery documents: an http(s) URL (default: `public_url`)."""
+    jwt_accepted_issuers: str = ""
+    """Comma-separated earlier issuers whose unexpired tokens are still accepted (`accounts` after an upgrade from a
+    release whose default issuer was not a URL), for ACCESS_TOKEN_TTL after the change."""
     jwt_audience: str = "accounts"
     jwt_signing_key: str | None = None
     """PEM of the Ed25519 private key that signs access tokens (or use `jwt_signing_key_file`)."""
@@ -135,9 +139,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("DATABASE_DIRECT_URL: expected a PostgreSQL URL (postgresql://user:password@host/db)")
         if settings.database_pgbouncer and settings.database_direct_url is None:
             raise ConfigError("DATABASE_DIRECT_URL: required with DATABASE_PGBOUNCER (LISTEN needs its own session)")
+        if not _is_issuer(settings.issuer):
+            variable = "JWT_ISSUER" if settings.jwt_issuer else "PUBLIC_URL"
+            raise ConfigError(f"{variable}: the issuer must be an http(s) URL without query or fragment")
         if settings.redis_url is not None and not settings.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("REDIS_URL: expected a Redis URL (redis://host:port/db, rediss:// or unix://)")
         return settings
+
+    @property
+    def issuer(self) -> str:
+        """The token issuer: `jwt_issuer`, else `public_url` (without a trailing slash)."""
+        return self.jwt_issuer or self.public_url.rstrip("/")
+
+    @property
+    def accepted_issuers(self) -> list[str]:
+        return _split(self.jwt_accepted_issuers)
 
     @property
     def async_database_url(self) -> str | None:
@@ -175,6 +191,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve()
+
+
+def _is_issuer(url: str) -> bool:
+    """RFC 8414 section 2: a URL with a scheme and host, no query and no fragment."""
+    return re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", url) is not None
 
 
 def _split(urls: str) -> list[str]:

@@ -43,9 +43,18 @@ METHODS = ("get", "put", "post", "patch", "delete")
 INVALID_UTF8 = b"ok\xff\xfeok"
 """Bytes of a string that are not UTF-8 (a stray continuation byte and a byte UTF-8 never uses)."""
 MAX_BODY_BYTES = 1 << 20
-CHECKED_AT_REQUEST = frozenset({"text/csv"})
-"""Raw-body media types whose first line the request itself judges (a CSV header). An NDJSON file's lines are the
-import job's to judge: each bad one is a row error in its report (tests/integration/users/test_imports.py)."""
+CHECKED_AT_REQUEST = frozenset({"text/csv", "application/octet-stream"})
+"""Raw-body media types whose first line the request itself judges (a CSV header; an octet-stream file not starting
+with `{` is CSV). An NDJSON file's lines are the import job's to judge: each bad one is a row error in its report
+(tests/integration/users/test_imports.py)."""
+
+
+def example_of(content: Schema) -> Any:
+    """A media type's example: its `example`, else its CSV (or first) named example's value."""
+    if "example" in content:
+        return content["example"]
+    examples = content["examples"]
+    return (examples.get("csv") or next(iter(examples.values())))["value"]
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,7 @@ class Operation:
         """This operation's valid request (its first media type's example as the body) with what is given instead."""
         media_type = media_type or next(iter(self.body()), None)
         if content is None and media_type is not None:
-            content = to_bytes(media_type, self.body()[media_type]["example"])
+            content = to_bytes(media_type, example_of(self.body()[media_type]))
         return Probe(
             where=f"{self.id} {where}",
             method=self.method,
@@ -288,7 +297,7 @@ def file_probes(operation: Operation) -> Iterator[Probe]:
     """A file upload (a `type: string` body) with a hostile value as a column of its first line."""
     for media_type, content in operation.body().items():
         if media_type in CHECKED_AT_REQUEST:
-            first, _, rest = str(content["example"]).partition("\n")
+            first, _, rest = str(example_of(content)).partition("\n")
             for hostile, value in hostile_values(content["schema"], typed=False):
                 body = f"{first},".encode() + as_text(value) + f"\n{rest}".encode()
                 yield operation.probe(f"{media_type} first line: {hostile}", None, media_type=media_type, content=body)
@@ -381,8 +390,11 @@ def problem_violation(probe: Probe, response: httpx.Response) -> str | None:
     status = response.status_code
     if not 400 <= status < 500:
         return f"{status} (not a 4xx): {response.text[:300]}"
-    if not response.headers.get("content-type", "").startswith("application/problem+json"):
-        return f"{status} is not a problem document: {response.headers.get('content-type')} {response.text[:300]}"
+    content_type = response.headers.get("content-type", "")
+    # The OAuth endpoints answer RFC 6749 errors: application/json with `error`, and the problem fields too.
+    oauth = content_type.startswith("application/json") and "error" in response.json()
+    if not (content_type.startswith("application/problem+json") or oauth):
+        return f"{status} is not a problem document: {content_type} {response.text[:300]}"
     problem = response.json()
     if problem.get("status") != status or not all(problem.get(key) for key in ("type", "title", "detail")):
         return f"{status} is not a complete problem document: {problem}"

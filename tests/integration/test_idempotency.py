@@ -1,4 +1,5 @@
-"""Idempotency-Key on the creating POSTs (createUser, register, createApiKey), through HTTP against the real database.
+"""Idempotency-Key on the creating POSTs (createUser, register, createApiKey, createOAuthClient), through HTTP
+against the real database.
 
 Row counts are read with SQL, bypassing the service, to prove a replay did not do the work again.
 """
@@ -35,7 +36,7 @@ API_KEYS = "/api/v1/api-keys"
 MSGPACK = "application/msgpack"
 REPLAYED = "idempotent-replayed"
 REUSED = "/problems/idempotency-key-reused"
-IDEMPOTENT_OPERATIONS = {"createUser", "register", "createApiKey"}
+IDEMPOTENT_OPERATIONS = {"createUser", "register", "createApiKey", "createOAuthClient"}
 DEFAULT_TTL = timedelta(seconds=86_400)
 
 

@@ -1,4 +1,5 @@
-"""Who is calling: bearer access tokens and API keys, turned into the request's Principal (accounts.core.security)."""
+"""Who is calling: bearer access tokens (of users and of service clients) and API keys, turned into the request's
+Principal (accounts.core.security)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accounts.auth.cache import CredentialCache
-from accounts.auth.credentials import API_KEY_PREFIX, api_key_prefix, same_hash
+from accounts.auth.cache import ClientState, CredentialCache
+from accounts.auth.credentials import API_KEY_PREFIX, api_key_prefix
 from accounts.auth.models import ApiKey
 from accounts.auth.tokens import AccessTokens, InvalidTokenError
 from accounts.core.errors import Unauthenticated
-from accounts.core.security import ADMIN_SCOPES, Principal
+from accounts.core.security import ADMIN_SCOPES, Principal, same_hash
 
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -54,13 +55,15 @@ class Authenticator:
             claims = self.tokens.verify(token)
         except InvalidTokenError as exc:
             raise Unauthenticated(str(exc)) from None
-        state = await self.cache.user(claims.sub)
-        if state is None or not state.is_active or state.token_version != claims.ver:
+        holder = await self.cache.holder(claims)
+        if holder is None:
             raise Unauthenticated("The access token has been revoked.")
+        if isinstance(holder, ClientState):  # a service client's token: what it was granted, while the client lives
+            return Principal(client_id=holder.id, scopes=frozenset(claims.scope.split()) & holder.scopes)
         return Principal(
             user_id=claims.sub,
-            is_admin=state.is_superuser,
-            scopes=ADMIN_SCOPES if state.is_superuser else frozenset(),
+            is_admin=holder.is_superuser,
+            scopes=ADMIN_SCOPES if holder.is_superuser else frozenset(),
         )
 
     async def _api_key(self, key: str) -> Principal:

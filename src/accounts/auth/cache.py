@@ -1,17 +1,20 @@
 """What each API worker remembers about credentials, kept true by PostgreSQL notifications.
 
-Access tokens verify without the database, but a deactivated user, a changed password or a revoked
-API key must stop working at once. Each worker caches the few facts that decide that, and a trigger
-on `users` and `api_keys` (migration 0002) sends `NOTIFY accounts_auth` on every change to them,
-which evicts the entry in every worker. While the listening connection is down nothing is cached.
+Access tokens verify without the database, but a deactivated user, a changed password, a revoked API
+key, a deleted service client or a revoked access token must stop working at once. Each worker caches
+the few facts that decide that, and triggers on `users`, `api_keys`, `oauth_clients` (migrations 0002,
+0010) send `NOTIFY accounts_auth` on every change to them, which evicts the entry in every worker; an
+insert into `revoked_tokens` adds its jti to every worker's refusals. While the listening connection is
+down nothing is cached and each revocation is looked up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -20,7 +23,10 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accounts.auth.models import ApiKey
+from accounts.auth.models import ApiKey, RevokedToken
+from accounts.auth.tokens import AccessClaims
+from accounts.clients.models import OAuthClient
+from accounts.core.security import same_hash
 
 CHANNEL = "accounts_auth"
 MAX_ENTRIES = 100_000
@@ -44,6 +50,22 @@ class ApiKeyState(NamedTuple):
     last_used_at: datetime | None
 
 
+class ClientState(NamedTuple):
+    id: UUID
+    scopes: frozenset[str]
+    secret_hash: bytes
+    previous_secret_hash: bytes | None
+    previous_secret_expires_at: datetime | None
+
+    def accepts(self, secret: str) -> bool:
+        """The secret is the client's, or its previous one within the rotation's overlap; both are compared, in
+        constant time, whichever matches."""
+        current = same_hash(secret, self.secret_hash)
+        previous = self.previous_secret_hash is not None and same_hash(secret, self.previous_secret_hash)
+        in_overlap = self.previous_secret_expires_at is not None and self.previous_secret_expires_at > datetime.now(UTC)
+        return current or (previous and in_overlap)
+
+
 UserLoader = Callable[[UUID], Awaitable["tuple[bool, bool, int] | None"]]
 """(is_active, is_superuser, token_version) of a user, or None (accounts.users.services.UserService.credentials)."""
 
@@ -56,6 +78,9 @@ class CredentialCache:
         self._users: dict[UUID, UserState | None] = {}
         self._keys: dict[str, ApiKeyState] = {}
         self._key_prefixes: dict[UUID, str] = {}
+        self._clients: dict[UUID, ClientState] = {}
+        self._revoked: dict[str, int] = {}
+        """jti -> expiry of the access tokens revoked before they expire; complete while the listener is up."""
         self._generation = 0
         self._listener: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
@@ -100,6 +125,51 @@ class CredentialCache:
         self._remember(self._keys, prefix, state, generation)
         return state
 
+    async def client(self, client_id: UUID) -> ClientState | None:
+        if client_id in self._clients:
+            return self._clients[client_id]
+        generation = self._generation
+        columns = (OAuthClient.scopes, OAuthClient.secret_hash, OAuthClient.previous_secret_hash)
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(*columns, OAuthClient.previous_secret_expires_at).where(OAuthClient.id == client_id)
+                )
+            ).first()
+        if row is None:  # not remembered, as for API keys: made-up ids cost a lookup, never memory
+            return None
+        state = ClientState(
+            client_id, frozenset(row.scopes), row.secret_hash, row.previous_secret_hash, row.previous_secret_expires_at
+        )
+        self._remember(self._clients, client_id, state, generation)
+        return state
+
+    async def is_revoked(self, jti: str) -> bool:
+        """Whether the access token with this jti was revoked (RFC 7009) before it expires."""
+        if self._listener is not None:
+            return jti in self._revoked
+        async with self._engine.connect() as connection:
+            return await connection.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti)) is not None
+
+    def note_revoked(self, jti: str, expires: int) -> None:
+        """Refuse the token in this worker now; the others hear it from the database on commit."""
+        if len(self._revoked) >= MAX_ENTRIES:
+            now = time.time()
+            self._revoked = {key: exp for key, exp in self._revoked.items() if exp > now}
+        self._revoked[jti] = expires
+
+    async def holder(self, claims: AccessClaims) -> UserState | ClientState | None:
+        """Whom a validly signed access token speaks for, if it still works: None once it is revoked, its user
+        deactivated or logged out everywhere (a newer token version), or its client deleted."""
+        if await self.is_revoked(claims.jti):
+            return None
+        if claims.client_id is not None:
+            return await self.client(claims.client_id)
+        state = await self.user(claims.sub)
+        if state is None or not state.is_active or state.token_version != claims.ver:
+            return None
+        return state
+
     def _remember(self, cache: dict[Any, Any], key: Any, value: Any, generation: int) -> None:
         # Skip if a notification arrived while we were reading: the row read may be the old one.
         if self._listener is None or generation != self._generation:
@@ -118,18 +188,42 @@ class CredentialCache:
         if (prefix := self._key_prefixes.pop(key_id, None)) is not None:
             self._keys.pop(prefix, None)
 
+    def forget_client(self, client_id: UUID) -> None:
+        self._generation += 1
+        self._clients.pop(client_id, None)
+
     def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: object) -> None:
         table, _, row_id = str(payload).partition(":")
+        if table == "revoked_tokens":
+            jti, _, expires = row_id.partition(":")
+            with contextlib.suppress(ValueError):
+                self.note_revoked(jti, int(expires))
+            return
+        caches: dict[str, tuple[dict[Any, Any], Callable[[UUID], None]]] = {
+            "users": (self._users, self.forget_user),
+            "api_keys": (self._keys, self.forget_api_key),
+            "oauth_clients": (self._clients, self.forget_client),
+        }
+        if table not in caches:
+            return
+        cache, forget = caches[table]
         if row_id == "*":
             self._generation += 1
-            self._users.clear() if table == "users" else self._keys.clear()
+            cache.clear()
+            if table == "api_keys":
+                self._key_prefixes.clear()
             return
         with contextlib.suppress(ValueError):
-            (self.forget_user if table == "users" else self.forget_api_key)(UUID(row_id))
+            forget(UUID(row_id))
 
     async def _listen(self) -> None:
         connection = await asyncpg.connect(self._listen_dsn, timeout=5)
         await connection.add_listener(CHANNEL, self._on_notification)
+        # Listening first, then reading: a revocation committed in between is in one or both, never in neither.
+        rows = await connection.fetch(
+            "SELECT jti, extract(epoch FROM expires_at)::bigint AS exp FROM revoked_tokens WHERE expires_at > now()"
+        )
+        self._revoked.update((row["jti"], row["exp"]) for row in rows)
         connection.add_termination_listener(self._on_lost)
         self._listener = connection
 
@@ -138,6 +232,7 @@ class CredentialCache:
         self._generation += 1
         self._users.clear()
         self._keys.clear()
+        self._clients.clear()
         if not self._closed:
             log.warning("credential cache lost its notification connection; reconnecting")
             self._reconnect = asyncio.create_task(self._keep_listening())

@@ -1,8 +1,12 @@
-"""HTTP endpoints for signing up, in and out, e-mail verification, password resets, the public keys, and API keys."""
+"""HTTP endpoints for signing up, in and out, the OAuth 2.0 token, introspection and revocation endpoints, userinfo,
+e-mail verification, password resets, the public keys, the discovery documents, and API keys."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 from uuid import UUID
 
 import msgspec
@@ -15,6 +19,7 @@ from litestar.params import Body, JSONBody, Parameter
 from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accounts.auth.authentication import Authenticator
 from accounts.auth.cache import CredentialCache
 from accounts.auth.schemas import (
     ApiKeyCreate,
@@ -23,22 +28,37 @@ from accounts.auth.schemas import (
     EmailVerification,
     JwkSet,
     PasswordChange,
-    PasswordGrant,
     PasswordResetConfirm,
     PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
+    ServerMetadata,
+    TokenIntrospection,
+    TokenIntrospectionRequest,
     TokenPair,
+    TokenRequest,
+    TokenResponse,
+    TokenRevocationRequest,
+    UserInfo,
 )
-from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, to_key_read
-from accounts.auth.tokens import AccessTokens
+from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, InvalidClient, to_key_read
+from accounts.auth.tokens import ALGORITHM, AccessTokens
 from accounts.config import Settings
-from accounts.core.errors import problem_responses
+from accounts.core.errors import (
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    UnsupportedGrantType,
+    oauth_error_responses,
+    oauth_exception_handlers,
+    problem_responses,
+)
 from accounts.core.http.idempotency import IdempotencyMiddleware
 from accounts.core.http.media import NegotiatedResponse
 from accounts.core.http.openapi import LOCATION_HEADER, NO_DATABASE
 from accounts.core.http.preconditions import ETAG_HEADER, etag
 from accounts.core.security import (
+    ADMIN_SCOPES,
     AUTHENTICATED,
     PUBLIC,
     AuthenticatedRequest,
@@ -82,6 +102,37 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+GRANT_TYPES = ("password", "refresh_token", "client_credentials")
+INTROSPECT = "tokens:introspect"
+
+
+def required(data: TokenRequest, field: str) -> str:
+    """A form field the grant needs."""
+    value: str = getattr(data, field)
+    if not value:
+        message = f"required with grant_type={data.grant_type}"
+        raise InvalidInput(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
+    return value
+
+
+def client_credentials(request: Request[Any, Any, Any], form_id: str, form_secret: str) -> tuple[str, str] | None:
+    """The client's id and secret, from HTTP Basic (`client_secret_basic`) or the form (`client_secret_post`) as
+    RFC 6749 section 2.3.1 has them; None when the request authenticates no client (a `client_id` alone is a public
+    client's name, which proves nothing)."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return (form_id, form_secret) if form_secret else None
+    if form_secret:
+        raise InvalidInput("Authenticate the client one way: HTTP Basic, or client_id and client_secret; not both.")
+    try:
+        client_id, colon, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("The Authorization header is not valid HTTP Basic.") from None
+    if not colon:
+        raise InvalidClient("The Authorization header is not valid HTTP Basic.")
+    return unquote_plus(client_id), unquote_plus(secret)  # form-encoded before they were joined (section 2.3.1)
+
+
 class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
@@ -94,19 +145,116 @@ class AuthController(Controller):
         "/token",
         opt=PUBLIC,
         name="createToken",
-        summary="Log in: OAuth 2.0 password grant",
-        description="Form-encoded `grant_type=password&username=<e-mail or username>&password=...`.",
+        exception_handlers=oauth_exception_handlers,
+        summary="Get tokens: OAuth 2.0 password, refresh-token and client-credentials grants",
+        description="Form-encoded (RFC 6749). `grant_type=password&username=<e-mail or username>&password=...` "
+        "logs a user in; `grant_type=refresh_token&refresh_token=...` renews a user's tokens; "
+        "`grant_type=client_credentials` (with an optional space-separated `scope`) gives a service client a token "
+        "of its own, the client authenticating with HTTP Basic (`client_secret_basic`) or `client_id` and "
+        "`client_secret` form fields (`client_secret_post`). Errors are RFC 6749 section 5.2 JSON (`error`, "
+        "`error_description`): 400, but 401 `invalid_client` for a failed client authentication.",
         status_code=200,
         cache_control=NO_STORE,
-        responses=problem_responses(400, 401, 415, 429),
+        responses=oauth_error_responses(400, 401, 408, 413, 415, 429, 503),
     )
     async def create_token(
         self,
         auth: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
-        data: Annotated[PasswordGrant, Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> TokenPair:
-        return await auth.login(data.username, data.password, client_address(request))
+        data: Annotated[TokenRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> TokenResponse:
+        if data.grant_type == "client_credentials":
+            client = client_credentials(request, data.client_id, data.client_secret)
+            if client is None:
+                raise InvalidClient("Authenticate the client: HTTP Basic, or client_id and client_secret.")
+            return auth.grant_client(await auth.authenticate_client(*client), data.scope)
+        if data.grant_type == "password":
+            pair = await auth.login(required(data, "username"), required(data, "password"), client_address(request))
+        elif data.grant_type == "refresh_token":
+            pair = await auth.refresh(required(data, "refresh_token"))
+        else:
+            raise UnsupportedGrantType(
+                f"grant_type: {data.grant_type!r} is not one of {', '.join(GRANT_TYPES)}",
+                errors=[FieldError(field="grant_type", message=f"expected one of {', '.join(GRANT_TYPES)}")],
+            )
+        return TokenResponse(**msgspec.structs.asdict(pair))
+
+    @post(
+        "/introspect",
+        opt=PUBLIC,
+        name="introspectToken",
+        exception_handlers=oauth_exception_handlers,
+        summary="Introspect a token (RFC 7662)",
+        description="For a service client holding `tokens:introspect` (authenticated as at the token endpoint) or "
+        'an API key or token with that scope. `{"active": true, ...claims}` for an access or refresh token that '
+        'works now; `{"active": false}` for one that is expired, revoked, unknown, malformed, or whose user was '
+        "deactivated, changed password or logged out everywhere, or whose client was deleted.",
+        status_code=200,
+        cache_control=NO_STORE,
+        responses=oauth_error_responses(400, 401, 408, 413, 415, 503),
+    )
+    async def introspect_token(
+        self,
+        auth: NamedDependency[AuthService],
+        request: Request[Any, Any, Any],
+        data: Annotated[TokenIntrospectionRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> TokenIntrospection:
+        client = client_credentials(request, data.client_id, data.client_secret)
+        if client is not None:
+            scopes = (await auth.authenticate_client(*client)).scopes
+        elif request.headers.get("authorization") or request.headers.get("x-api-key"):
+            authenticator: Authenticator = request.app.state.authenticator
+            caller = await authenticator.authenticate(
+                request.headers.get("authorization") or None, request.headers.get("x-api-key") or None
+            )
+            scopes = caller.scopes
+        else:
+            raise InvalidClient("Authenticate: as a service client (HTTP Basic or form fields), or with an API key.")
+        if INTROSPECT not in scopes:
+            raise Forbidden(f"Introspection needs the `{INTROSPECT}` scope.")
+        return await auth.introspect(data.token)
+
+    @post(
+        "/revoke",
+        opt=PUBLIC,
+        name="revokeToken",
+        exception_handlers=oauth_exception_handlers,
+        summary="Revoke a token (RFC 7009)",
+        description="A refresh token is revoked with every token of its rotation chain; an access token (by its "
+        "`jti`) is refused at once by every endpoint and by introspection until it expires. A user's tokens need no "
+        "client authentication (holding the token is enough); a service client's only with that client's. 200 for "
+        "every well-formed request, whether or not the token was known (RFC 7009 section 2.2).",
+        status_code=200,
+        responses=oauth_error_responses(400, 401, 408, 413, 415, 503),
+    )
+    async def revoke_token(
+        self,
+        auth: NamedDependency[AuthService],
+        request: Request[Any, Any, Any],
+        data: Annotated[TokenRevocationRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
+    ) -> ASGIResponse:
+        client = client_credentials(request, data.client_id, data.client_secret)
+        await auth.revoke(data.token, await auth.authenticate_client(*client) if client is not None else None)
+        return ASGIResponse(status_code=200, headers={"Cache-Control": "no-store"})
+
+    @get(
+        "/userinfo",
+        name="getUserInfo",
+        summary="The calling user's standard claims (OpenID Connect userinfo)",
+        guards=[requires_user],
+        security=AUTHENTICATED,
+        responses=problem_responses(401, 403),
+    )
+    async def user_info(self, users: NamedDependency[UserService], request: AuthenticatedRequest) -> UserInfo:
+        user = await users.get(request.user.own_user_id)
+        return UserInfo(
+            sub=str(user.id),
+            email=user.email,
+            email_verified=user.email_verified_at is not None,
+            preferred_username=user.username,
+            name=user.full_name if user.full_name else msgspec.UNSET,
+            updated_at=int(user.updated_at.timestamp()),
+        )
 
     @post(
         "/refresh",
@@ -276,6 +424,65 @@ class JwksController(Controller):
     )
     async def jwks(self, tokens: NamedDependency[AccessTokens]) -> JwkSet:
         return tokens.keys.jwks
+
+
+class DiscoveryController(Controller):
+    """Where OAuth 2.0 and OpenID Connect libraries find the endpoints and keys: RFC 8414 and OIDC Discovery."""
+
+    path = "/.well-known"
+    tags = ["auth"]
+
+    @get(
+        "/oauth-authorization-server",
+        name="getAuthorizationServerMetadata",
+        opt={**PUBLIC, **NO_DATABASE},
+        summary="OAuth 2.0 authorization server metadata (RFC 8414)",
+        cache_control=CacheControlHeader(max_age=300, public=True),
+    )
+    async def authorization_server(
+        self, settings: NamedDependency[Settings], request: Request[Any, Any, Any]
+    ) -> ServerMetadata:
+        return server_metadata(settings, request)
+
+    @get(
+        "/openid-configuration",
+        name="getOpenIdConfiguration",
+        opt={**PUBLIC, **NO_DATABASE},
+        summary="OpenID Provider configuration (OpenID Connect Discovery 1.0)",
+        cache_control=CacheControlHeader(max_age=300, public=True),
+    )
+    async def openid_configuration(
+        self, settings: NamedDependency[Settings], request: Request[Any, Any, Any]
+    ) -> ServerMetadata:
+        return server_metadata(settings, request)
+
+
+def server_metadata(settings: Settings, request: Request[Any, Any, Any]) -> ServerMetadata:
+    """One document for both addresses: the endpoints at PUBLIC_URL, the issuer every token carries."""
+    base = settings.public_url.rstrip("/")
+
+    def url(route: str) -> str:
+        return base + request.app.route_reverse(route)
+
+    client_auth = ["client_secret_basic", "client_secret_post"]
+    return ServerMetadata(
+        issuer=settings.issuer,
+        token_endpoint=url("createToken"),
+        jwks_uri=url("getJwks"),
+        introspection_endpoint=url("introspectToken"),
+        revocation_endpoint=url("revokeToken"),
+        userinfo_endpoint=url("getUserInfo"),
+        grant_types_supported=list(GRANT_TYPES),
+        token_endpoint_auth_methods_supported=client_auth,
+        introspection_endpoint_auth_methods_supported=client_auth,
+        revocation_endpoint_auth_methods_supported=[*client_auth, "none"],
+        scopes_supported=sorted(ADMIN_SCOPES),
+        response_types_supported=["token"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=[ALGORITHM],
+        claims_supported=["sub", "email", "email_verified", "preferred_username", "name", "updated_at"],
+        service_documentation=base + "/schema",
+    )
 
 
 class ApiKeyController(Controller):

@@ -1,24 +1,13 @@
-"""Opaque secrets: refresh tokens, e-mailed tokens and API keys, and the hashes they are stored and found by."""
+"""Opaque secrets: refresh tokens, e-mailed tokens and API keys (stored and found by accounts.core.security's
+`secret_hash`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets
 
 API_KEY_PREFIX = "acck_"
 _API_KEY = re.compile(r"acck_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
-
-
-def secret_hash(value: str) -> bytes:
-    """SHA-256: these secrets are 256 random bits, so a fast hash is enough and lookups stay cheap."""
-    return hashlib.sha256(value.encode()).digest()
-
-
-def same_hash(value: str, expected: bytes) -> bool:
-    """Compare in constant time, so the answer's timing says nothing about how much matched."""
-    return hmac.compare_digest(secret_hash(value), expected)
 
 
 def new_refresh_token() -> str:

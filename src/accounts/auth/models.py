@@ -1,4 +1,5 @@
-"""Tables of credentials: refresh tokens, API keys, the login-failure counters and e-mailed tokens."""
+"""Tables of credentials: refresh tokens, API keys, the login-failure counters, e-mailed tokens and revoked access
+tokens."""
 
 from __future__ import annotations
 
@@ -76,3 +77,12 @@ class EmailToken(Base):
     email: Mapped[str] = mapped_column(String(254))
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class RevokedToken(DefaultBase):
+    """An access token revoked before it expires (RFC 7009), by its `jti`; kept until it would have expired."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)

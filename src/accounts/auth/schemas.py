@@ -6,25 +6,40 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
-from accounts.users.schemas import ONE_LINE, Bio, Email, FullName, Password, PasswordGuess, Username, whole_string
+from accounts.core.security import Scope
+from accounts.users.schemas import (
+    NO_NUL,
+    ONE_LINE,
+    Bio,
+    Email,
+    FullName,
+    Password,
+    PasswordGuess,
+    Username,
+    whole_string,
+)
 
-Scope = Literal["users:read", "users:write"]
 RefreshTokenValue = Annotated[
     str, Meta(min_length=1, max_length=256, pattern=ONE_LINE, description="The opaque refresh token.")
 ]
 
 
-class PasswordGrant(Struct, kw_only=True):
-    """OAuth 2.0 resource-owner password grant (RFC 6749 section 4.3), form-encoded."""
+class TokenRequest(Struct, kw_only=True):
+    """A token request (RFC 6749), form-encoded: `grant_type` says which of the other fields it needs.
 
-    grant_type: Literal["password"]
-    username: Annotated[
-        str, Meta(min_length=1, max_length=254, pattern=ONE_LINE, description="E-mail address or username.")
-    ]
-    password: PasswordGuess
+    `password` (section 4.3): `username` and `password`; `refresh_token` (section 6): `refresh_token`;
+    `client_credentials` (section 4.4): the client authenticates with HTTP Basic or `client_id` and `client_secret`.
+    """
+
+    grant_type: Annotated[str, Meta(max_length=100, pattern=ONE_LINE, examples=["client_credentials"])]
+    username: Annotated[str, Meta(max_length=254, pattern=ONE_LINE, description="E-mail address or username.")] = ""
+    password: Annotated[str, Meta(max_length=128, pattern=NO_NUL)] = ""
+    refresh_token: Annotated[str, Meta(max_length=256, pattern=ONE_LINE)] = ""
     scope: Annotated[str, Meta(max_length=1000, pattern=ONE_LINE)] = ""
+    client_id: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
+    client_secret: Annotated[str, Meta(max_length=256, pattern=ONE_LINE)] = ""
 
 
 class TokenPair(Struct, kw_only=True):
@@ -35,6 +50,78 @@ class TokenPair(Struct, kw_only=True):
     expires_in: int
     """Seconds until the access token expires."""
     refresh_token: str
+
+
+class TokenResponse(Struct, kw_only=True, omit_defaults=True):
+    """A successful token response (RFC 6749 section 5.1). A client-credentials grant gets no refresh token."""
+
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    """Seconds until the access token expires."""
+    refresh_token: str | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    """The scopes granted, space-separated (client credentials)."""
+
+
+class TokenIntrospectionRequest(Struct, kw_only=True):
+    """RFC 7662 section 2.1; the caller authenticates as a client (or with an API key) holding `tokens:introspect`."""
+
+    token: Annotated[str, Meta(min_length=1, max_length=4096, pattern=ONE_LINE)]
+    token_type_hint: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
+    client_id: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
+    client_secret: Annotated[str, Meta(max_length=256, pattern=ONE_LINE)] = ""
+
+
+class TokenRevocationRequest(TokenIntrospectionRequest, kw_only=True):
+    """RFC 7009 section 2.1: a user's tokens need no client authentication; a client's tokens need that client's."""
+
+
+class TokenIntrospection(Struct, kw_only=True, omit_defaults=True):
+    """RFC 7662 section 2.2: `active` says whether the token works now; the claims follow only when it does."""
+
+    active: bool
+    scope: str | UnsetType = UNSET
+    client_id: str | UnsetType = UNSET
+    token_type: str | UnsetType = UNSET
+    exp: int | UnsetType = UNSET
+    iat: int | UnsetType = UNSET
+    sub: str | UnsetType = UNSET
+    aud: str | UnsetType = UNSET
+    iss: str | UnsetType = UNSET
+    jti: str | UnsetType = UNSET
+
+
+class UserInfo(Struct, kw_only=True, omit_defaults=True):
+    """OpenID Connect Core section 5.3: the calling user's standard claims."""
+
+    sub: str
+    email: str
+    email_verified: bool
+    preferred_username: str
+    name: str | UnsetType = UNSET
+    updated_at: int | UnsetType = UNSET
+
+
+class ServerMetadata(Struct, kw_only=True, omit_defaults=True):
+    """The authorization server's metadata (RFC 8414), also served as the OpenID Provider configuration."""
+
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    introspection_endpoint: str
+    revocation_endpoint: str
+    userinfo_endpoint: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    scopes_supported: list[str]
+    response_types_supported: list[str]
+    subject_types_supported: list[str]
+    id_token_signing_alg_values_supported: list[str]
+    claims_supported: list[str]
+    service_documentation: str | UnsetType = UNSET
 
 
 class RefreshRequest(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -135,7 +222,9 @@ class ApiKeyList(Struct, kw_only=True):
 _TOKEN = "Qm9vbGVhbiBhbGdlYnJhIGlzIGZ1biwgaXNuJ3QgaXQ_"  # noqa: S105 - an example
 REQUEST_EXAMPLES: tuple[Struct, ...] = (
     RegisterRequest(email="ada@example.com", username="ada.lovelace", password="correct horse"),  # noqa: S106
-    PasswordGrant(grant_type="password", username="ada@example.com", password="correct horse"),  # noqa: S106
+    TokenRequest(grant_type="client_credentials", scope="users:read"),
+    TokenIntrospectionRequest(token="eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl", token_type_hint="access_token"),  # noqa: S106
+    TokenRevocationRequest(token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E", token_type_hint="refresh_token"),  # noqa: S106
     RefreshRequest(refresh_token="m4VXq3Wc0oGugJ2u8y8gVj3qXy4l0J1nq0sBGxkEw9E"),  # noqa: S106
     PasswordChange(current_password="correct horse", new_password="battery staple"),  # noqa: S106
     EmailVerification(token=_TOKEN),

@@ -12,32 +12,53 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
-from accounts.auth.cache import CredentialCache
-from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token, secret_hash
-from accounts.auth.models import ApiKey, EmailToken, LoginFailure, RefreshToken
-from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenPair
-from accounts.auth.tokens import AccessTokens
+from accounts.auth.cache import ClientState, CredentialCache
+from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token
+from accounts.auth.models import ApiKey, EmailToken, LoginFailure, RefreshToken, RevokedToken
+from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenIntrospection, TokenPair, TokenResponse
+from accounts.auth.tokens import LEEWAY_SECONDS, AccessTokens, InvalidTokenError
 from accounts.config import Settings
 from accounts.core.db import PRIMARY
 from accounts.core.errors import (
     Conflict,
     FieldError,
     Forbidden,
+    InvalidGrant,
     InvalidInput,
+    InvalidScope,
     ServiceError,
     TooManyAttempts,
     Unauthenticated,
 )
 from accounts.core.passwords import hash_password, needs_rehash, verify_password
+from accounts.core.security import secret_hash
 from accounts.mail.outbox import Outbox
 from accounts.users.models import User
 from accounts.users.schemas import UserCreate
 from accounts.users.services import UserService, normalise_email
 
 WRONG_CREDENTIALS = "The username or password is wrong."
+WRONG_CLIENT = "The client id or secret is wrong, or the client was deleted."
+INACTIVE = TokenIntrospection(active=False)
+
+
+class InvalidClient(Unauthenticated):
+    """401: a service client's credentials are missing, malformed or wrong."""
+
+    type = "/problems/invalid-client"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="accounts"'}
+
+
+class UnauthorizedClient(Forbidden):
+    """The client may not do this with this token (a token issued to another client)."""
+
+    oauth_error = "unauthorized_client"
 
 
 class RefreshTokenService(SQLAlchemyAsyncRepositoryService[RefreshToken]):
@@ -89,11 +110,28 @@ class RefreshTokenService(SQLAlchemyAsyncRepositoryService[RefreshToken]):
         if reused is not None:
             await self._revoke(RefreshToken.family_id == reused)
             await session.commit()  # the revocation must outlive the 401 that follows
-            raise Unauthenticated("This refresh token was already used; its sessions are revoked.")
-        raise Unauthenticated("The refresh token is invalid, expired or revoked.")
+            raise InvalidGrant("This refresh token was already used; its sessions are revoked.")
+        raise InvalidGrant("The refresh token is invalid, expired or revoked.")
 
     async def revoke(self, token: str) -> None:
         await self._revoke(RefreshToken.token_hash == secret_hash(token))
+
+    async def revoke_family(self, token: str) -> None:
+        """Revoke the token and every token of its rotation chain (RFC 7009 section 2.1)."""
+        family = select(RefreshToken.family_id).where(RefreshToken.token_hash == secret_hash(token))
+        await self._revoke(RefreshToken.family_id.in_(family.scalar_subquery()))
+
+    async def unspent(self, token: str) -> RefreshToken | None:
+        """The token's row if it is unused, unrevoked and unexpired."""
+        found: RefreshToken | None = await self.repository.session.scalar(
+            select(RefreshToken).where(
+                RefreshToken.token_hash == secret_hash(token),
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+                RefreshToken.expires_at > datetime.now(UTC),
+            )
+        )
+        return found
 
     async def revoke_all(self, user_id: UUID) -> None:
         await self._revoke(RefreshToken.user_id == user_id)
@@ -254,7 +292,7 @@ class AuthService:
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
             await attempt.failed()
-            raise Unauthenticated(WRONG_CREDENTIALS, error="invalid_grant")
+            raise InvalidGrant(WRONG_CREDENTIALS)
         if hashed is not None and needs_rehash(hashed):
             await self.users.rehash_password(self.session, user.id, await hash_password(password))
         await attempt.succeeded()
@@ -266,7 +304,7 @@ class AuthService:
         # taken now could wait for this one.
         user = await self.users.row(self.session, user_id)
         if not user.is_active:
-            raise Unauthenticated("The refresh token is invalid, expired or revoked.")
+            raise InvalidGrant("The refresh token is invalid, expired or revoked.")
         return await self.issue(user_id, user.token_version, is_admin=user.is_superuser, family_id=family_id)
 
     async def issue(
@@ -278,6 +316,90 @@ class AuthService:
             expires_in=self.tokens.ttl,
             refresh_token=await self.refresh_tokens.issue(user_id, self.settings.refresh_token_ttl, family_id),
         )
+
+    async def authenticate_client(self, client_id: str, secret: str) -> ClientState:
+        """The service client with this id and (current, or previous within its overlap) secret."""
+        try:
+            client = await self.credentials.client(UUID(client_id))
+        except ValueError:
+            client = None
+        if client is None or not client.accepts(secret):
+            raise InvalidClient(WRONG_CLIENT)
+        return client
+
+    def grant_client(self, client: ClientState, scope: str) -> TokenResponse:
+        """The client-credentials grant (RFC 6749 section 4.4): an access token for the client itself, with the
+        scopes asked for (all of the client's when none are), and no refresh token. No database is involved."""
+        requested = frozenset(scope.split()) if scope.strip() else client.scopes
+        if not requested <= client.scopes:
+            refused = " ".join(sorted(requested - client.scopes))
+            raise InvalidScope(
+                f"scope: the client may not ask for {refused}",
+                errors=[FieldError(field="scope", message=f"not allowed for this client: {refused}")],
+            )
+        granted = sorted(requested)
+        return TokenResponse(
+            access_token=self.tokens.issue_for_client(client.id, granted),
+            token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
+            expires_in=self.tokens.ttl,
+            scope=" ".join(granted),
+        )
+
+    async def introspect(self, token: str) -> TokenIntrospection:
+        """RFC 7662: whether an access or refresh token works right now, and what it says. An access token is
+        answered from this worker's caches; a refresh token by one indexed read."""
+        if "." in token:  # a JWT; refresh tokens are URL-safe base64, which has no dot
+            try:
+                claims = self.tokens.verify(token)
+            except InvalidTokenError:
+                return INACTIVE
+            if await self.credentials.holder(claims) is None:
+                return INACTIVE
+            return TokenIntrospection(
+                active=True,
+                scope=claims.scope,
+                client_id=str(claims.client_id) if claims.client_id is not None else msgspec.UNSET,
+                token_type="Bearer",  # noqa: S106 - the OAuth token type
+                exp=claims.exp,
+                iat=claims.iat,
+                sub=str(claims.sub),
+                aud=self.tokens.audience,
+                iss=self.tokens.issuer,
+                jti=claims.jti,
+            )
+        row = await self.refresh_tokens.unspent(token)
+        user = await self.credentials.user(row.user_id) if row is not None else None
+        if row is None or user is None or not user.is_active:
+            return INACTIVE
+        return TokenIntrospection(
+            active=True,
+            token_type="refresh_token",  # noqa: S106 - the kind of token, not a secret
+            exp=int(row.expires_at.timestamp()),
+            iat=int(row.created_at.timestamp()),
+            sub=str(row.user_id),
+            iss=self.tokens.issuer,
+        )
+
+    async def revoke(self, token: str, client: ClientState | None) -> None:
+        """RFC 7009: a refresh token is revoked with its whole family; an access token by its jti until it expires,
+        at once in this worker and, on commit, in every other. A client's access token only by that client;
+        unknown, expired and foreign tokens are no error (section 2.2)."""
+        if "." not in token:
+            await self.refresh_tokens.revoke_family(token)
+            return
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidTokenError:
+            return  # expired, or not ours: there is nothing left to revoke
+        if claims.client_id is not None and (client is None or client.id != claims.client_id):
+            raise UnauthorizedClient("This token was issued to a service client: only that client may revoke it.")
+        expires = claims.exp + LEEWAY_SECONDS
+        await self.session.execute(
+            insert(RevokedToken)
+            .values(jti=claims.jti, expires_at=datetime.fromtimestamp(expires, UTC))
+            .on_conflict_do_nothing()
+        )
+        self.credentials.note_revoked(claims.jti, expires)
 
     async def log_out_everywhere(self, user_id: UUID) -> None:
         """Revoke every refresh token and, through the token version, every access token of the user."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import jwt
@@ -11,6 +12,7 @@ import msgspec
 
 from accounts.auth.keys import SigningKeys
 from accounts.config import Settings
+from accounts.core.security import ADMIN_SCOPES
 
 ALGORITHM = "EdDSA"
 LEEWAY_SECONDS = 30
@@ -22,13 +24,18 @@ class InvalidTokenError(Exception):
 
 
 class AccessClaims(msgspec.Struct, kw_only=True, frozen=True):
+    """What Accounts reads of its own access tokens (RFC 9068 JWTs)."""
+
     sub: uuid.UUID
-    ver: int
-    """The user's token version when the token was issued; a newer version revokes the token."""
-    roles: list[str]
-    scope: str
+    """The user, or for a client-credentials token the service client (then `client_id` is the same id)."""
     exp: int
+    iat: int
     jti: str
+    scope: str = ""
+    client_id: uuid.UUID | None = None
+    ver: int | None = None
+    """The user's token version when the token was issued; a newer version revokes the token."""
+    roles: list[str] = []
 
 
 class AccessTokens:
@@ -36,28 +43,33 @@ class AccessTokens:
 
     def __init__(self, keys: SigningKeys, settings: Settings) -> None:
         self.keys = keys
-        self.issuer = settings.jwt_issuer
+        self.issuer = settings.issuer
+        self._accepted_issuers = [settings.issuer, *settings.accepted_issuers]
         self.audience = settings.jwt_audience
         self.ttl = settings.access_token_ttl
         # A client sends the same token for its whole life: its signature needs checking only once.
         self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, user_id: uuid.UUID, *, token_version: int, is_admin: bool) -> str:
+        """A user's token."""
+        return self._sign(
+            {
+                "sub": str(user_id),
+                "ver": token_version,
+                "roles": ["admin"] if is_admin else ["user"],
+                "scope": " ".join(sorted(ADMIN_SCOPES)) if is_admin else "",
+            }
+        )
+
+    def issue_for_client(self, client_id: uuid.UUID, scopes: Iterable[str]) -> str:
+        """A service client's token (client-credentials grant): RFC 9068, its subject the client itself."""
+        return self._sign({"sub": str(client_id), "client_id": str(client_id), "scope": " ".join(scopes)})
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "aud": self.audience,
-            "sub": str(user_id),
-            "iat": now,
-            "nbf": now,
-            "exp": now + self.ttl,
-            "jti": uuid.uuid4().hex,
-            "ver": token_version,
-            "roles": ["admin"] if is_admin else ["user"],
-            "scope": "users:read users:write" if is_admin else "",
-        }
+        registered = {"iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + self.ttl}
         return jwt.encode(
-            claims,
+            registered | claims | {"jti": uuid.uuid4().hex},
             self.keys.signing_key,
             algorithm=ALGORITHM,
             headers={"kid": self.keys.signing_kid, "typ": "at+jwt"},
@@ -84,7 +96,7 @@ class AccessTokens:
                 key,
                 algorithms=[ALGORITHM],
                 audience=self.audience,
-                issuer=self.issuer,
+                issuer=self._accepted_issuers,
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
             )

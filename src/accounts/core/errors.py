@@ -9,7 +9,7 @@ database failure by what it means, `database_failure`; a bug as a logged 500) in
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -62,6 +62,8 @@ class ServiceError(Exception):
 
     status: ClassVar[int] = HTTPStatus.BAD_REQUEST
     type: ClassVar[str] = "about:blank"
+    oauth_error: ClassVar[str | None] = None
+    """Its RFC 6749 section 5.2 `error` on the OAuth endpoints; None: the one its status implies (`_OAUTH_CODES`)."""
 
     def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -100,6 +102,30 @@ class Unauthenticated(ServiceError):
             description = str(self).replace('"', "'")
             challenge += f', error="{self.error}", error_description="{description}"'
         return {"WWW-Authenticate": challenge}
+
+
+class InvalidGrant(Unauthenticated):
+    """401 (400 on the OAuth endpoints, as RFC 6749 has it): a password, refresh token or other grant that is wrong,
+    expired, revoked or already used."""
+
+    oauth_error = "invalid_grant"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, error="invalid_token")
+
+
+class InvalidScope(InvalidInput):
+    """400: a token request asks for a scope the client does not hold."""
+
+    type = "/problems/invalid-scope"
+    oauth_error = "invalid_scope"
+
+
+class UnsupportedGrantType(InvalidInput):
+    """400: a token request with a `grant_type` this server does not offer."""
+
+    type = "/problems/unsupported-grant-type"
+    oauth_error = "unsupported_grant_type"
 
 
 class Forbidden(ServiceError):
@@ -165,6 +191,7 @@ class TooManyAttempts(ServiceError):
 
     status = HTTPStatus.TOO_MANY_REQUESTS
     type = "/problems/too-many-attempts"
+    oauth_error = "invalid_grant"  # the grant is refused for now; the status and Retry-After say for how long
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
@@ -194,6 +221,29 @@ def problem_responses(*status_codes: int) -> dict[int, ResponseSpec]:
             data_container=Problem,
             description=HTTPStatus(code).phrase,
             media_type=PROBLEM_JSON,
+            generate_examples=False,
+        )
+        for code in status_codes
+    }
+
+
+class OAuthProblem(Problem, kw_only=True):
+    """A problem document that is also an RFC 6749 section 5.2 error: OAuth libraries read `error` and
+    `error_description`; the problem fields are for people."""
+
+    error: str
+    """`invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`,
+    `invalid_scope`, `temporarily_unavailable` or `server_error`."""
+    error_description: str
+
+
+def oauth_error_responses(*status_codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error responses of an OAuth endpoint (token, introspection, revocation)."""
+    return {
+        code: ResponseSpec(
+            data_container=OAuthProblem,
+            description=HTTPStatus(code).phrase,
+            media_type="application/json",
             generate_examples=False,
         )
         for code in status_codes
@@ -388,3 +438,35 @@ exception_handlers: ExceptionHandlersMap = {
     NotFoundError: _on_not_found,
     Exception: _on_unexpected,
 }
+
+# The `error` of an OAuth endpoint's failure whose class names none, by its status (anything else: invalid_request).
+_OAUTH_CODES = {401: "invalid_client", 403: "unauthorized_client", 503: "temporarily_unavailable", 500: "server_error"}
+_OAUTH_BAD_REQUESTS = {401, 403, 404, 409, 422}
+
+
+def _as_oauth_error(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Any:
+    """`handler`'s problem, told the way RFC 6749 section 5.2 tells it: a refused request is a 400 but a failed client
+    authentication (401, with a Basic challenge); what is not about the request's content (a body too large or too
+    slow, a limit hit, a failure of ours) keeps its status."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[OAuthProblem]:
+        rendered = handler(request, exc)
+        problem: Problem = rendered.content
+        code = getattr(exc, "oauth_error", None) or _OAUTH_CODES.get(problem.status, "invalid_request")
+        status = 400 if problem.status in _OAUTH_BAD_REQUESTS else problem.status
+        headers = {name: value for name, value in rendered.headers.items() if name.lower() == "retry-after"}
+        headers["Cache-Control"] = "no-store"
+        if code == "invalid_client":
+            status = 401
+            headers["WWW-Authenticate"] = 'Basic realm="accounts"'
+        fields = msgspec.structs.asdict(problem) | {"status": status, "title": HTTPStatus(status).phrase}
+        body = OAuthProblem(**fields, error=code, error_description=problem.detail)
+        return NegotiatedResponse(body, status_code=status, media_type="application/json", headers=headers)
+
+    return handle
+
+
+oauth_exception_handlers: ExceptionHandlersMap = {
+    kind: _as_oauth_error(handler) for kind, handler in exception_handlers.items()
+}
+"""The exception handlers of the OAuth endpoints: the same problems, with RFC 6749's `error` and statuses."""

@@ -6,7 +6,10 @@ it as `request.user` and are guarded here. Every route needs credentials unless 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
+from typing import Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -17,19 +20,34 @@ from litestar.handlers.base import BaseRouteHandler
 
 from accounts.core.errors import Forbidden
 
-ADMIN_SCOPES = frozenset({"users:read", "users:write"})
-"""What an admin user may do besides being an admin: every scope an API key can hold."""
+Scope = Literal["users:read", "users:write", "tokens:introspect"]
+"""What an API key or a service client may be allowed to do."""
+ADMIN_SCOPES = frozenset(get_args(Scope))
+"""What an admin user may do besides being an admin: every scope an API key or a client can hold."""
 AUTHENTICATED: list[dict[str, list[str]]] = [{"oauth2": []}, {"bearer": []}, {"apiKey": []}]
 """OpenAPI security requirement of every endpoint that needs credentials: any one of the three schemes."""
 PUBLIC = {"exclude_from_auth": True}
 """Route `opt` of the few public routes; every other route needs credentials (deny by default)."""
 
 
+def secret_hash(value: str) -> bytes:
+    """SHA-256 of a generated secret (a token, an API key, a client secret): they are 256 random bits, so a fast
+    hash is enough and lookups stay cheap."""
+    return hashlib.sha256(value.encode()).digest()
+
+
+def same_hash(value: str, expected: bytes) -> bool:
+    """Compare in constant time, so the answer's timing says nothing about how much matched."""
+    return hmac.compare_digest(secret_hash(value), expected)
+
+
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """The caller of a request: a user (by access token) or a service (by API key)."""
+    """The caller of a request: a user (by access token), or a service (by API key, or by the access token of a
+    service client)."""
 
     user_id: UUID | None = None
     api_key_id: UUID | None = None
+    client_id: UUID | None = None
     is_admin: bool = False
     scopes: frozenset[str] = frozenset()
 
@@ -42,8 +60,12 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def identity(self) -> str:
-        """Who owns what this caller creates (idempotency keys, jobs): `user:<id>` or `key:<id>`."""
-        return f"key:{self.api_key_id}" if self.api_key_id is not None else f"user:{self.user_id}"
+        """Who owns what this caller creates (idempotency keys, jobs): `user:<id>`, `key:<id>` or `client:<id>`."""
+        if self.api_key_id is not None:
+            return f"key:{self.api_key_id}"
+        if self.client_id is not None:
+            return f"client:{self.client_id}"
+        return f"user:{self.user_id}"
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes
@@ -57,7 +79,7 @@ AuthenticatedRequest = Request[Principal, None, State]
 """The request of an authenticated route: `request.user` is the caller (read directly, no injection)."""
 
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
-_NOT_A_USER = "This needs a user's access token, not an API key."
+_NOT_A_USER = "This needs a user's access token, not an API key or a service client's token."
 
 
 def _guard(check: Callable[[Principal], str | None]) -> Guard:

@@ -22,6 +22,8 @@ from accounts.users.services import normalise_email
 
 MEDIA_TYPES: dict[ImportFormat, str] = {"ndjson": "application/x-ndjson", "csv": "text/csv"}
 FORMATS: dict[str, ImportFormat] = {media_type: name for name, media_type in MEDIA_TYPES.items()}
+BINARY = "application/octet-stream"
+"""A file sent without naming its format (what generated clients send): sniff_format tells which it is."""
 MAX_LINE_BYTES = 64 * 1024
 """Longer lines are row errors: a valid row is a few kilobytes at most (see UserCreate's limits)."""
 EXPORT_FIELDS = tuple(UserExportRow.__struct_fields__)
@@ -62,6 +64,13 @@ async def receive(chunks: AsyncIterable[bytes], path: Path, limit: int) -> int:
         path.unlink(missing_ok=True)
         raise
     return size
+
+
+def sniff_format(path: Path) -> ImportFormat:
+    """NDJSON rows are JSON objects, so such a file starts with `{`; a CSV file starts with its header row."""
+    with path.open("rb") as file:
+        start = file.read(MAX_LINE_BYTES).removeprefix(_BOM).lstrip()
+    return "ndjson" if start.startswith(b"{") else "csv"
 
 
 @contextmanager

@@ -10,7 +10,15 @@ import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
@@ -45,7 +53,7 @@ from accounts.core.security import (
 )
 from accounts.jobs.schemas import JobRead
 from accounts.jobs.services import Jobs
-from accounts.users.bulk import FORMATS, MEDIA_TYPES, BadHeader, UploadTooLarge, csv_header, receive
+from accounts.users.bulk import BINARY, FORMATS, BadHeader, UploadTooLarge, csv_header, receive, sniff_format
 from accounts.users.jobs import EXPORT_JOB, IMPORT_JOB, upload_path
 from accounts.users.schemas import (
     BATCH_MAX,
@@ -92,16 +100,23 @@ IMPORT_EXAMPLES: dict[ImportFormat, str] = {
 @dataclass
 class ImportUsersOperation(Operation):
     """The import's request body is the raw file, which the handler streams to disk, so Litestar has no
-    `data` parameter to document it from."""
+    `data` parameter to document it from. It is documented as a binary file, the one raw body every generator
+    takes with its defaults; `x-ndjson` and `text/csv`, which name the format, are in the description."""
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=True,
             description="The file: NDJSON (one `UserCreate` object a line) or CSV (a header row naming `UserCreate`"
-            " fields, then a row per user; an empty cell is an absent field).",
+            f" fields, then a row per user; an empty cell is an absent field). Sent as `{BINARY}` (what generated"
+            " clients send), a file starting with `{` is NDJSON and any other CSV; `Content-Type: "
+            f"{' or '.join(FORMATS)}` names the format instead.",
             content={
-                MEDIA_TYPES[name]: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example=example)
-                for name, example in IMPORT_EXAMPLES.items()
+                BINARY: OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY),
+                    examples={
+                        name: Example(summary=name.upper(), value=example) for name, example in IMPORT_EXAMPLES.items()
+                    },
+                )
             },
         )
 
@@ -301,21 +316,22 @@ class UserController(Controller):
         ] = "skip",
     ) -> Response[JobRead]:
         media_type = request.content_type[0]
-        if (file_format := FORMATS.get(media_type)) is None:
+        file_format = FORMATS.get(media_type)
+        if file_format is None and media_type != BINARY:
             sent = media_type or "without a Content-Type"
-            raise UnsupportedMediaType(f"Send the file as {' or '.join(FORMATS)}, not {sent}.")
-        query = UserImportQuery(format=file_format, on_duplicate=on_duplicate)
+            raise UnsupportedMediaType(f"Send the file as {', '.join([BINARY, *FORMATS])}, not {sent}.")
         limit = settings.import_max_bytes
         too_large = PayloadTooLarge(f"The file is larger than {limit} bytes.")
         if (request.content_length or 0) > limit:
             raise too_large
-        path = upload_path(settings, f"{uuid7()}.{file_format}")
+        path = upload_path(settings, f"{uuid7()}.{file_format or 'upload'}")
         try:
             await receive(request.stream(), path, limit)
         except UploadTooLarge:
             raise too_large from None
         try:
-            if file_format == "csv":
+            query = UserImportQuery(format=file_format or sniff_format(path), on_duplicate=on_duplicate)
+            if query.format == "csv":
                 csv_header(path)
             job = await jobs.submit(
                 "import_users", IMPORT_JOB, request.user.identity, upload=path.name, **msgspec.structs.asdict(query)

@@ -141,6 +141,36 @@ def assert_unauthenticated(response: httpx.Response, *, error: str | None = "inv
     return problem
 
 
+# RFC 6749 section 5.2's codes (with RFC 7009's unsupported_token_type): nothing else may appear in `error`.
+OAUTH_ERRORS = {
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "unsupported_token_type",
+    "temporarily_unavailable",
+    "server_error",
+}
+
+
+def assert_oauth_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    """An RFC 6749 section 5.2 error: JSON with `error` (and a description), never cached; a failed client
+    authentication is a 401 with a Basic challenge."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    assert response.headers.get("cache-control") == "no-store", response.headers
+    body: dict[str, Any] = response.json()
+    assert body["error"] == error, body
+    assert body["error"] in OAUTH_ERRORS
+    assert isinstance(body["error_description"], str)
+    assert body["error_description"]
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Basic "), response.headers
+    return body
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 2.0) -> float:
     """Poll `check` until it holds; returns the seconds it took, fails after `within` seconds."""
     started = time.monotonic()
@@ -176,7 +206,7 @@ def claims_for(settings: Settings, user_id: str, **overrides: Any) -> dict[str, 
     """Claims as the service puts them in an access token of a plain user, valid for ten minutes."""
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": settings.jwt_issuer,
+        "iss": settings.issuer,
         "aud": settings.jwt_audience,
         "sub": user_id,
         "iat": now,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from accounts.auth.credentials import secret_hash
+from accounts.core.security import secret_hash
 from tests.database import insert_api_key
 from tests.integration.auth.support import (
     API_KEYS,

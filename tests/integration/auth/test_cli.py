@@ -13,7 +13,7 @@ from tests.integration.auth.support import (
     API_KEYS,
     USERS,
     Client,
-    assert_unauthenticated,
+    assert_oauth_error,
     bearer,
     request_token,
     sql,
@@ -78,7 +78,7 @@ async def test_without_admin_the_user_is_a_plain_user(client: Client, database_u
     response = await request_token(client, "plain", CLI_PASSWORD)
     assert response.status_code == 200, response.text
     assert_problem(await client.get(USERS, headers=bearer(response.json()["access_token"])), 403)
-    assert_unauthenticated(await request_token(client, "plain", "not the password"), error="invalid_grant")
+    assert_oauth_error(await request_token(client, "plain", "not the password"), 400, "invalid_grant")
 
 
 async def test_a_taken_email_or_username_fails_and_changes_nothing(

@@ -20,6 +20,7 @@ from tests.integration.auth.support import (
     Account,
     Client,
     MakeUser,
+    assert_oauth_error,
     assert_unauthenticated,
     request_token,
     sql,
@@ -56,7 +57,11 @@ async def per_address(settings: Settings) -> AsyncIterator[Client]:
 
 
 def assert_too_many(response: httpx.Response, *, window: int = WINDOW) -> int:
-    problem = assert_problem(response, 429)
+    """429 with Retry-After; on the token endpoint as an RFC 6749 error too."""
+    if response.request.url.path == TOKEN:
+        problem = assert_oauth_error(response, 429, "invalid_grant")
+    else:
+        problem = assert_problem(response, 429)
     assert problem["type"] == "/problems/too-many-attempts"
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= window + 1
@@ -75,7 +80,7 @@ async def logs_in_once_the_window_ends(client: Client, account: Account, started
 
 
 async def fail(client: Client, identifier: str) -> None:
-    assert_unauthenticated(await request_token(client, identifier, WRONG), error="invalid_grant")
+    assert_oauth_error(await request_token(client, identifier, WRONG), 400, "invalid_grant")
 
 
 async def test_an_account_is_locked_after_its_failures_until_the_window_ends(
@@ -189,7 +194,8 @@ async def test_concurrent_wrong_passwords_check_no_more_than_the_limit(
     live_url: str, account_a: Account, database_url: str
 ) -> None:
     """50 wrong passwords at once against the default limit of 5 per account, on the real server's two workers:
-    the count and the check are one statement, so 5 passwords are checked (401) and the other 45 refused (429)."""
+    the count and the check are one statement, so 5 passwords are checked (400 invalid_grant) and the other 45
+    refused (429)."""
     async with httpx.AsyncClient(base_url=live_url, timeout=60) as live:
         answers = await asyncio.gather(
             *(
@@ -198,7 +204,7 @@ async def test_concurrent_wrong_passwords_check_no_more_than_the_limit(
             )
         )
         statuses = sorted(answer.status_code for answer in answers)
-        assert statuses == [401] * 5 + [429] * 45
+        assert statuses == [400] * 5 + [429] * 45
         for answer in answers:
             if answer.status_code == 429:
                 assert_too_many(answer, window=Settings().login_failure_window)

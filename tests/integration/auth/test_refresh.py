@@ -19,6 +19,7 @@ from tests.integration.auth.support import (
     Account,
     Client,
     LoggedIn,
+    assert_oauth_error,
     assert_unauthenticated,
     bearer,
     log_in,
@@ -234,7 +235,7 @@ async def test_a_password_change_logs_out_everywhere_and_the_new_password_logs_i
     for session in (phone, laptop):
         assert not await works(client, session.access_token)
         assert_unauthenticated(await refresh(client, session.refresh_token))
-    assert_unauthenticated(await request_token(client, account_a.username, account_a.password), error="invalid_grant")
+    assert_oauth_error(await request_token(client, account_a.username, account_a.password), 400, "invalid_grant")
     response = await request_token(client, account_a.username, NEW_PASSWORD)
     assert response.status_code == 200, response.text
     assert await works(client, response.json()["access_token"])
@@ -247,7 +248,7 @@ async def test_a_wrong_current_password_is_401_and_changes_nothing(client: Clien
     assert "current password" in problem["detail"]
     assert await works(client, user_a.access_token)
     assert (await refresh(client, user_a.refresh_token)).status_code == 200
-    assert_unauthenticated(await request_token(client, user_a.account.username, NEW_PASSWORD), error="invalid_grant")
+    assert_oauth_error(await request_token(client, user_a.account.username, NEW_PASSWORD), 400, "invalid_grant")
     assert (await request_token(client, user_a.account.username, user_a.account.password)).status_code == 200
 
 

@@ -21,6 +21,7 @@ from tests.integration.auth.support import (
     Client,
     LoggedIn,
     MakeUser,
+    assert_oauth_error,
     assert_unauthenticated,
     log_in,
     request_token,
@@ -119,7 +120,7 @@ async def test_register_is_403_when_sign_up_is_closed(settings: Settings, databa
     async with AsyncTestClient(create_app(closed)) as app:
         problem = assert_problem(await app.post(REGISTER, json=SIGN_UP), 403)
         assert "closed" in problem["detail"]
-        assert (await request_token(app, "ada", SIGN_UP["password"])).status_code == 401
+        assert (await request_token(app, "ada", SIGN_UP["password"])).status_code == 400
     assert await sql(database_url, "SELECT 1 FROM users") == []
 
 
@@ -137,7 +138,7 @@ async def test_log_in_with_username_or_email(client: Client, account_a: Account,
     assert (await client.get(ME, headers=tokens.headers)).json()["id"] == account_a.id
 
 
-async def test_wrong_password_unknown_user_and_deactivated_user_get_the_same_401(
+async def test_wrong_password_unknown_user_and_deactivated_user_get_the_same_answer(
     client: Client, make_user: MakeUser, database_url: str, account_a: Account
 ) -> None:
     deactivated = await make_user(active=False)
@@ -157,34 +158,35 @@ async def test_wrong_password_unknown_user_and_deactivated_user_get_the_same_401
     answers = {}
     for name, (identifier, password) in attempts.items():
         response = await request_token(client, identifier, password)
-        assert_unauthenticated(response, error="invalid_grant")
-        answers[name] = (response.json(), response.headers["www-authenticate"])
+        assert_oauth_error(response, 400, "invalid_grant")  # RFC 6749 section 5.2
+        answers[name] = response.json()
 
     assert len({msgspec.json.encode(answer) for answer in answers.values()}) == 1, answers
 
 
 @pytest.mark.parametrize(
-    ("form", "field"),
+    ("form", "error", "field"),
     [
-        ({"username": "user-a", "password": "p"}, "grant_type"),
-        ({"grant_type": "client_credentials", "username": "user-a", "password": "p"}, "grant_type"),
-        ({"grant_type": "refresh_token", "username": "user-a", "password": "p"}, "grant_type"),
-        ({"grant_type": "password", "password": "p"}, "username"),
-        ({"grant_type": "password", "username": "user-a"}, "password"),
-        ({"grant_type": "password", "username": "", "password": "p"}, "username"),
-        ({"grant_type": "password", "username": "user-a", "password": ""}, "password"),
-        ({"grant_type": "password", "username": "user-a", "password": "p" * 129}, "password"),
+        ({"username": "user-a", "password": "p"}, "invalid_request", "grant_type"),
+        ({"grant_type": "implicit", "username": "user-a", "password": "p"}, "unsupported_grant_type", "grant_type"),
+        ({"grant_type": "refresh_token", "username": "user-a", "password": "p"}, "invalid_request", "refresh_token"),
+        ({"grant_type": "password", "password": "p"}, "invalid_request", "username"),
+        ({"grant_type": "password", "username": "user-a"}, "invalid_request", "password"),
+        ({"grant_type": "password", "username": "", "password": "p"}, "invalid_request", "username"),
+        ({"grant_type": "password", "username": "user-a", "password": ""}, "invalid_request", "password"),
+        ({"grant_type": "password", "username": "user-a", "password": "p" * 129}, "invalid_request", "password"),
     ],
 )
 async def test_the_token_endpoint_rejects_a_bad_form(
-    client: Client, account_a: Account, form: dict[str, str], field: str
+    client: Client, account_a: Account, form: dict[str, str], error: str, field: str
 ) -> None:
-    assert_problem(await client.post(TOKEN, data=form), 400, field=field)
+    body = assert_oauth_error(await client.post(TOKEN, data=form), 400, error)
+    assert field in [each["field"] for each in body["errors"]], body
 
 
 async def test_the_token_endpoint_takes_a_form_not_json(client: Client, account_a: Account) -> None:
     body = {"grant_type": "password", "username": account_a.username, "password": account_a.password}
-    assert_problem(await client.post(TOKEN, json=body), 415)
+    assert_oauth_error(await client.post(TOKEN, json=body), 415, "invalid_request")
 
 
 async def test_a_deactivated_user_cannot_log_in_until_reactivated(
@@ -192,7 +194,7 @@ async def test_a_deactivated_user_cannot_log_in_until_reactivated(
 ) -> None:
     url = f"{USERS}/{account_a.id}"
     assert (await client.patch(url, json={"is_active": False}, headers=admin.headers)).status_code == 200
-    assert_unauthenticated(await request_token(client, account_a.username, account_a.password), error="invalid_grant")
+    assert_oauth_error(await request_token(client, account_a.username, account_a.password), 400, "invalid_grant")
     assert (await client.patch(url, json={"is_active": True}, headers=admin.headers)).status_code == 200
     assert (await request_token(client, account_a.username, account_a.password)).status_code == 200
 

@@ -111,8 +111,8 @@ class Scenario:
         self.send("register-taken", "POST", REGISTER, 409, json=alice | {"password": SECOND})
 
         wrong = {"grant_type": "password", "username": "alice", "password": WRONG}
-        self.send("login-wrong", "POST", TOKEN, 401, data=wrong)
-        self.send("login-unknown", "POST", TOKEN, 401, data=wrong | {"username": "nobody", "password": FIRST})
+        self.send("login-wrong", "POST", TOKEN, 400, data=wrong)
+        self.send("login-unknown", "POST", TOKEN, 400, data=wrong | {"username": "nobody", "password": FIRST})
         self.send("login-json", "POST", TOKEN, 415, json=wrong | {"password": FIRST})
         first = self.log_in("login", "alice", FIRST)
 
@@ -163,7 +163,7 @@ class Scenario:
 
         change = {"current_password": FIRST, "new_password": SECOND}
         self.send("password-change", "POST", MY_PASSWORD, 204, json=change, headers=alice_auth)
-        self.send("old-password", "POST", TOKEN, 401, data=wrong | {"password": FIRST})
+        self.send("old-password", "POST", TOKEN, 400, data=wrong | {"password": FIRST})
         fourth = self.log_in("login-new-password", "alice", SECOND)
         self.send("logout", "POST", LOGOUT, 204, json={"refresh_token": fourth["refresh_token"]})
         self.send("refresh-after-logout", "POST", REFRESH, 401, json={"refresh_token": fourth["refresh_token"]})

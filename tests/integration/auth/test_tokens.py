@@ -82,7 +82,7 @@ async def test_access_token_header_and_claims(client: Client, settings: Settings
     assert header["typ"] == "at+jwt"
     assert header["kid"] in {key["kid"] for key in jwks["keys"]}
     assert set(claims) == {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "ver", "roles", "scope"}
-    assert claims["iss"] == settings.jwt_issuer
+    assert claims["iss"] == settings.issuer
     assert claims["aud"] == settings.jwt_audience
     assert claims["sub"] == user_a.id
     assert abs(claims["iat"] - time.time()) < 60
@@ -97,7 +97,7 @@ async def test_access_token_header_and_claims(client: Client, settings: Settings
 async def test_an_admins_token_carries_the_admin_role_and_scopes(admin: LoggedIn) -> None:
     _, claims = unverified_parts(admin.access_token)
     assert claims["roles"] == ["admin"]
-    assert claims["scope"].split() == ["users:read", "users:write"]
+    assert claims["scope"].split() == ["tokens:introspect", "users:read", "users:write"]
 
 
 async def test_every_token_has_its_own_id(client: Client, account_a: Account) -> None:
@@ -140,7 +140,7 @@ async def test_an_issued_token_verifies_with_an_independent_library_and_the_jwks
 
     assert token.header["alg"] == "EdDSA"
     JWTClaimsRegistry(
-        iss={"essential": True, "value": settings.jwt_issuer},
+        iss={"essential": True, "value": settings.issuer},
         aud={"essential": True, "value": settings.jwt_audience},
         sub={"essential": True, "value": user_a.id},
         exp={"essential": True},

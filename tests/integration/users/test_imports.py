@@ -10,6 +10,7 @@ import pytest
 from accounts.config import Settings
 from accounts.core.passwords import verify_password
 from accounts.jobs.services import Jobs
+from accounts.users.bulk import BINARY
 from tests.database import insert_api_key
 from tests.integration.auth.support import sql
 from tests.integration.jobs.support import started_jobs
@@ -287,12 +288,31 @@ async def test_only_the_owner_or_an_admin_reads_the_job(bulk_client: Client, dat
         assert (await bulk_client.get(path)).status_code == 200
 
 
-async def test_the_upload_is_documented_with_both_media_types(bulk_client: Client) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        ndjson({"email": "ada@example.com", "username": "ada"}),
+        b"\xef\xbb\xbfemail,username\r\nada@example.com,ada\r\n",
+    ],
+    ids=["ndjson", "csv"],
+)
+async def test_a_file_sent_as_binary_is_read_in_its_format(bulk_client: Client, database_url: str, body: bytes) -> None:
+    """What generated clients send: `application/octet-stream`; NDJSON starts with `{`, CSV with its header."""
+    job, report = await run_import(bulk_client, body, media_type=BINARY)
+
+    assert (job["progress"], report) == ({"processed": 1, "total": 1, "failed": 0}, [])
+    assert [user["username"] for user in await users_table(database_url)] == ["ada"]
+
+
+async def test_the_upload_is_documented_as_a_binary_file_with_both_examples(bulk_client: Client) -> None:
     document = (await bulk_client.get("/schema/openapi.json")).json()
     operation = document["paths"][IMPORTS]["post"]
     assert operation["operationId"] == "importUsers"
     content = operation["requestBody"]["content"]
-    assert set(content) == {NDJSON, CSV}
-    assert content[CSV]["example"].startswith("email,username")
+    assert set(content) == {BINARY}
+    assert content[BINARY]["schema"] == {"type": "string", "format": "binary"}
+    assert content[BINARY]["examples"]["csv"]["value"].startswith("email,username")
+    assert content[BINARY]["examples"]["ndjson"]["value"].startswith('{"email"')
+    assert all(media_type in operation["requestBody"]["description"] for media_type in (BINARY, NDJSON, CSV))
     assert {"400", "401", "403", "413", "415"} <= set(operation["responses"])
     assert operation["responses"]["202"]["headers"]["Location"]

@@ -56,7 +56,7 @@ async def check_input(request: Request[Any, Any, Any]) -> None:
     expected = body.kwarg_definition.media_type
     if expected == RequestEncodingType.URL_ENCODED:
         if request.content_type[0] != expected:
-            raise _unsupported(request.content_type[0], str(expected))
+            raise _unsupported(request.content_type[0], RequestEncodingType.URL_ENCODED.value)
         _refuse_undecodable(await request.body(), "form")
 
 

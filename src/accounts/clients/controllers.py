@@ -1,0 +1,117 @@
+"""HTTP endpoints for service clients (admins only): create, list, read, rotate the secret, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol, runtime_checkable
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody, Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.clients.schemas import (
+    OAuthClientCreate,
+    OAuthClientCreated,
+    OAuthClientList,
+    OAuthClientRead,
+    SecretRotation,
+)
+from accounts.clients.services import OAuthClientService, to_client_read
+from accounts.core.errors import problem_responses
+from accounts.core.http.idempotency import IdempotencyMiddleware
+from accounts.core.http.media import NegotiatedResponse
+from accounts.core.http.openapi import LOCATION_HEADER
+from accounts.core.security import AUTHENTICATED, AuthenticatedRequest, requires_admin
+
+
+@runtime_checkable
+class ForgetsClients(Protocol):
+    """What remembers clients' credentials in this worker (accounts.auth.cache.CredentialCache)."""
+
+    def forget_client(self, client_id: UUID) -> None: ...
+
+
+def provide_clients(
+    db_session: NamedDependency[AsyncSession], credentials: NamedDependency[ForgetsClients]
+) -> OAuthClientService:
+    return OAuthClientService(db_session, on_changed=credentials.forget_client)
+
+
+ClientId = Annotated[UUID, Parameter(description="The client's `client_id`.")]
+
+
+class OAuthClientController(Controller):
+    path = "/oauth-clients"
+    tags = ["oauth-clients"]
+    guards = [requires_admin]
+    security = AUTHENTICATED
+    dependencies = {"clients": Provide(provide_clients, sync_to_thread=False)}
+
+    @post(
+        name="createOAuthClient",
+        middleware=[IdempotencyMiddleware],
+        summary="Create a service client (the secret is shown once)",
+        description="The client gets tokens with `grant_type=client_credentials` at `POST /api/v1/auth/token`, "
+        "authenticating with HTTP Basic (`client_secret_basic`) or form fields (`client_secret_post`).",
+        status_code=201,
+        response_headers=[LOCATION_HEADER],
+        responses=problem_responses(400, 401, 403, 413, 415),
+    )
+    async def create_oauth_client(
+        self,
+        clients: NamedDependency[OAuthClientService],
+        request: AuthenticatedRequest,
+        data: JSONBody[OAuthClientCreate],
+    ) -> Response[OAuthClientCreated]:
+        client, secret = await clients.create_client(data, created_by=request.user.user_id)
+        created = OAuthClientCreated(**msgspec.structs.asdict(to_client_read(client)), client_secret=secret)
+        location = request.app.route_reverse("getOAuthClient", client_id=str(client.id))
+        return NegotiatedResponse(created, status_code=201, headers={"Location": location})
+
+    @get(name="listOAuthClients", summary="List service clients", responses=problem_responses(401, 403))
+    async def list_oauth_clients(self, clients: NamedDependency[OAuthClientService]) -> OAuthClientList:
+        return OAuthClientList(
+            items=[to_client_read(client) for client in await clients.get_many(order_by=[("created_at", True)])]
+        )
+
+    @get(
+        "/{client_id:str}",
+        name="getOAuthClient",
+        summary="Read a service client",
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def get_oauth_client(
+        self, clients: NamedDependency[OAuthClientService], client_id: ClientId
+    ) -> OAuthClientRead:
+        return to_client_read(await clients.get(client_id))
+
+    @post(
+        "/{client_id:str}/secret",
+        name="rotateOAuthClientSecret",
+        summary="Give a service client a new secret (shown once)",
+        description="The current secret keeps working for `overlap_seconds` (`{}` for the default, a day), so the "
+        "client can be redeployed with the new one; the secret before it stops at once.",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 404, 413, 415),
+    )
+    async def rotate_oauth_client_secret(
+        self,
+        clients: NamedDependency[OAuthClientService],
+        client_id: ClientId,
+        data: JSONBody[SecretRotation],
+    ) -> OAuthClientCreated:
+        client, secret = await clients.rotate_secret(client_id, data.overlap_seconds)
+        return OAuthClientCreated(**msgspec.structs.asdict(to_client_read(client)), client_secret=secret)
+
+    @delete(
+        "/{client_id:str}",
+        name="deleteOAuthClient",
+        summary="Delete a service client",
+        description="Its secrets and every access token issued to it stop working at once, in every worker.",
+        status_code=204,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def delete_oauth_client(self, clients: NamedDependency[OAuthClientService], client_id: ClientId) -> None:
+        await clients.delete_client(client_id)

@@ -1,0 +1,28 @@
+"""The service clients table: machines that authenticate with a client id and secret (OAuth 2.0 client credentials)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from accounts.core.db import Base
+
+
+class OAuthClient(Base):
+    """A service client; its `id` is the OAuth `client_id`. Only the SHA-256 of its secret is stored; during a
+    rotation the previous secret's hash is kept too, and works until `previous_secret_expires_at`."""
+
+    __tablename__ = "oauth_clients"
+
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    previous_secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    created_by: Mapped[UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -1,0 +1,86 @@
+"""Service clients: the one service that writes `oauth_clients`.
+
+A client's secret is 256 random bits with a recognisable prefix, returned once and kept only as its SHA-256
+(accounts.auth.credentials); a rotation keeps the previous secret working for an overlap. Every change is
+reported through `on_changed(client_id)`, so this worker's credential cache forgets the client at once; the other
+workers hear it from the database (migration 0010's trigger)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accounts.clients.models import OAuthClient
+from accounts.clients.schemas import OAuthClientCreate, OAuthClientRead
+from accounts.core.db import PRIMARY
+from accounts.core.security import secret_hash
+
+CLIENT_SECRET_PREFIX = "accs_"  # noqa: S105 - the public start of every secret, not one
+
+
+def new_client_secret() -> str:
+    """`accs_<43 url-safe characters>`: 256 random bits, recognisable by secret scanners."""
+    return CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+class OAuthClientService(SQLAlchemyAsyncRepositoryService[OAuthClient]):
+    class Repo(SQLAlchemyAsyncRepository[OAuthClient]):
+        model_type = OAuthClient
+
+    repository_type = Repo
+
+    def __init__(self, session: AsyncSession, on_changed: Callable[[UUID], None]) -> None:
+        super().__init__(session=session)
+        self.on_changed = on_changed
+
+    async def create_client(self, data: OAuthClientCreate, created_by: UUID | None) -> tuple[OAuthClient, str]:
+        """A new client; the secret is returned once and only its hash is kept."""
+        secret = new_client_secret()
+        values = {
+            "name": data.name,
+            "scopes": sorted(set(data.scopes)),
+            "secret_hash": secret_hash(secret),
+            "created_by": created_by,
+        }
+        return await self.create(values), secret
+
+    async def rotate_secret(self, client_id: UUID, overlap_seconds: int) -> tuple[OAuthClient, str]:
+        """A new secret; the current one keeps working for `overlap_seconds` (the one before it stops now)."""
+        # On the primary, locked: two rotations at once must not both keep the same previous secret.
+        client = await self.repository.get(client_id, bind_group=PRIMARY, with_for_update=True)
+        secret = new_client_secret()
+        now = datetime.now(UTC)
+        values = {
+            "secret_hash": secret_hash(secret),
+            "previous_secret_hash": client.secret_hash if overlap_seconds else None,
+            "previous_secret_expires_at": now + timedelta(seconds=overlap_seconds) if overlap_seconds else None,
+            "secret_rotated_at": now,
+        }
+        client = await self.update(values, item_id=client_id, bind_group=PRIMARY)
+        self.on_changed(client_id)
+        return client, secret
+
+    async def delete_client(self, client_id: UUID) -> None:
+        """Delete the client: its secrets and every token issued to it stop working at once."""
+        await self.delete(client_id, bind_group=PRIMARY)
+        self.on_changed(client_id)
+
+
+def to_client_read(client: OAuthClient) -> OAuthClientRead:
+    """The wire form of a client row (never a hash)."""
+    expires = client.previous_secret_expires_at
+    return OAuthClientRead(
+        client_id=client.id,
+        name=client.name,
+        scopes=client.scopes,
+        created_by=client.created_by,
+        created_at=client.created_at,
+        secret_rotated_at=client.secret_rotated_at,
+        previous_secret_expires_at=expires if expires is not None and expires > datetime.now(UTC) else None,
+    )
