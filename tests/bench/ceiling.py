@@ -3,12 +3,20 @@ the same rows through a plain asyncpg pool. What the stack costs is Accounts' di
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
+import time
+import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
+import jwt
 import msgspec
-from litestar import Litestar, Response, get, patch
+from cryptography.hazmat.primitives import serialization
+from litestar import Litestar, Response, get, patch, post
 from litestar.params import HeaderParameter
 
 # Fixed column names, not input: the f-strings below build no SQL from the request.
@@ -75,7 +83,37 @@ async def update_user(user_id: str, data: dict[str, Any]) -> Response[bytes]:
     return Response(_encode(_row(record)), media_type="application/json")
 
 
+@post("/api/v1/auth/token")
+async def client_credentials(
+    authorization: Annotated[str, HeaderParameter(name="Authorization")], request_body: bytes
+) -> Response[bytes]:
+    """The client-credentials grant at its barest: the Basic header checked against the secret's SHA-256 in constant
+    time, and the same RFC 9068 claims signed with the same key and library as Accounts."""
+    client_id, _, secret = base64.b64decode(authorization.removeprefix("Basic ")).decode().partition(":")
+    if b"client_credentials" not in request_body or not hmac.compare_digest(
+        hashlib.sha256(secret.encode()).digest(), _CLIENT_SECRET_HASH
+    ):
+        return Response(b'{"error":"invalid_client"}', status_code=401, media_type="application/json")
+    now = int(time.time())
+    claims = {"iss": "http://127.0.0.1", "aud": "accounts", "iat": now, "nbf": now, "exp": now + 900}
+    claims |= {"sub": client_id, "client_id": client_id, "scope": "users:read", "jti": uuid.uuid4().hex}
+    token = jwt.encode(claims, _SIGNING_KEY, algorithm="EdDSA", headers={"kid": "bench", "typ": "at+jwt"})
+    body = {"access_token": token, "token_type": "Bearer", "expires_in": 900, "scope": "users:read"}
+    return Response(_encode(body), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+_SIGNING_KEY = (
+    serialization.load_pem_private_key(Path(os.environ["BENCH_PRIVATE_KEY_FILE"]).read_bytes(), password=None)
+    if "BENCH_PRIVATE_KEY_FILE" in os.environ
+    else None
+)
+_CLIENT_SECRET_HASH = hashlib.sha256(os.environ.get("BENCH_CLIENT_SECRET", "").encode()).digest()
+
+
 def create_app() -> Litestar:
     return Litestar(
-        [live, get_user, list_users, update_user], on_startup=[_open], on_shutdown=[_close], openapi_config=None
+        [live, get_user, list_users, update_user, client_credentials],
+        on_startup=[_open],
+        on_shutdown=[_close],
+        openapi_config=None,
     )

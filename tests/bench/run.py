@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -59,6 +62,18 @@ SERVERS_CONNECTIONS = WORKERS * ((8 + 8 + 2 + 1 + 2) + 10 + (10 + 5))
 ceiling's pool and the peer's (see `Bench.command`)."""
 
 
+GRANT_CLIENT = (uuid.UUID("0193a5f0-0000-7000-8000-00000000c11e"), "accs_bench-grant-client-secret-000000000000000")
+INTROSPECTING_CLIENT = (
+    uuid.UUID("0193a5f0-0000-7000-8000-0000000017e5"),
+    "accs_bench-introspector-secret-00000000000000",
+)
+BATCH_SIZE = 100
+
+
+def _basic(client: tuple[uuid.UUID, str]) -> str:
+    return "Basic " + base64.b64encode(f"{client[0]}:{client[1]}".encode()).decode()
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -67,8 +82,13 @@ class Scenario:
     targets: tuple[str, ...]
     authenticated: bool = True
     body: str | None = None
-    logins: bool = False
-    """Each request's body is the password grant of a random one of LOGIN_ACCOUNTS accounts."""
+    bodies: str | None = None
+    """Each request's body is a random line of this file of the bench's: `logins` (the password grant of one of
+    LOGIN_ACCOUNTS accounts) or `batches` (a batch-get of BATCH_SIZE random ids)."""
+    authorization: str | None = None
+    """The Authorization header of every request (a client's HTTP Basic), instead of the admin's token."""
+    introspects: bool = False
+    """The body is `token=<the server's admin access token>`: what an introspecting client sends."""
     content_type: str | None = None
     accept: str = "application/json"
 
@@ -103,10 +123,39 @@ SCENARIOS = (
         "/api/v1/auth/token",
         ("accounts", "peer"),
         authenticated=False,
-        logins=True,
+        bodies="logins",
         content_type="application/x-www-form-urlencoded",
     ),
+    Scenario(
+        "8 POST /api/v1/auth/token client credentials",
+        "POST",
+        "/api/v1/auth/token",
+        ("accounts", "ceiling"),
+        authenticated=False,
+        body="grant_type=client_credentials",
+        content_type="application/x-www-form-urlencoded",
+        authorization=_basic(GRANT_CLIENT),
+    ),
+    Scenario(
+        "9 POST /api/v1/auth/introspect",
+        "POST",
+        "/api/v1/auth/introspect",
+        ("accounts",),
+        authenticated=False,
+        introspects=True,
+        content_type="application/x-www-form-urlencoded",
+        authorization=_basic(INTROSPECTING_CLIENT),
+    ),
+    Scenario(
+        f"10 POST /api/v1/users/batch-get {BATCH_SIZE} ids",
+        "POST",
+        "/api/v1/users/batch-get",
+        ("accounts",),
+        bodies="batches",
+        content_type="application/json",
+    ),
 )
+SINGLE_READ, BATCH_READ = SCENARIOS[1].name, SCENARIOS[-1].name
 
 
 class Figure(msgspec.Struct, kw_only=True):
@@ -142,7 +191,7 @@ class Bench:
     workdir: Path
     dsn: str = ""
     ids_file: Path = field(default_factory=Path)
-    logins_file: Path = field(default_factory=Path)
+    bodies_files: dict[str, Path] = field(default_factory=dict)
     key_file: Path = field(default_factory=Path)
     public_key_file: Path = field(default_factory=Path)
 
@@ -159,12 +208,16 @@ class Bench:
         started = time.perf_counter()
         ids = asyncio.run(seed_users(self.dsn, self.args.users))
         asyncio.run(_insert_admin(self.dsn))
-        self.logins_file = self.workdir / "logins.txt"
-        self.logins_file.write_text("".join(f"{form}\n" for form in asyncio.run(_insert_login_accounts(self.dsn))))
+        logins = asyncio.run(_insert_login_accounts(self.dsn))
+        asyncio.run(_insert_clients(self.dsn))
         print(f"seeded {len(ids):,} users with COPY in {time.perf_counter() - started:.1f} s", flush=True)
         self.ids_file = self.workdir / "ids.txt"
         sample = ids[:: max(1, len(ids) // 20_000)]
         self.ids_file.write_text("\n".join(sample) + "\n")
+        batches = [msgspec.json.encode({"ids": random.sample(sample, BATCH_SIZE)}).decode() for _ in range(500)]
+        for name, lines in (("logins", logins), ("batches", batches)):
+            self.bodies_files[name] = self.workdir / f"{name}.txt"
+            self.bodies_files[name].write_text("".join(f"{line}\n" for line in lines))
         key = Ed25519PrivateKey.generate()
         self.key_file = self.workdir / "signing.pem"
         self.key_file.write_bytes(
@@ -198,7 +251,11 @@ class Bench:
             }
             return [sys.executable, "-m", "accounts", "serve"], env
         if target == "ceiling":
-            env |= {"BENCH_DSN": plain}
+            env |= {
+                "BENCH_DSN": plain,
+                "BENCH_PRIVATE_KEY_FILE": str(self.key_file),
+                "BENCH_CLIENT_SECRET": GRANT_CLIENT[1],
+            }
             return [
                 sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--workers", str(WORKERS),
                 "--port", str(port), "--log-level", "warning", "--factory", "tests.bench.ceiling:create_app",
@@ -235,8 +292,10 @@ class Bench:
             env["BENCH_IDS_FILE"] = str(self.ids_file)
         if scenario.body:
             env["BENCH_BODY"] = scenario.body
-        if scenario.logins:
-            env["BENCH_BODIES_FILE"] = str(self.logins_file)
+        if scenario.bodies:
+            env["BENCH_BODIES_FILE"] = str(self.bodies_files[scenario.bodies])
+        if scenario.authorization:
+            env["BENCH_AUTHORIZATION"] = scenario.authorization
         if scenario.content_type:
             env["BENCH_CONTENT_TYPE"] = scenario.content_type
         targets = [server for server in servers if server.target in scenario.targets]
@@ -270,6 +329,8 @@ class Server:
     token: str | None
 
     def env_for(self, scenario: Scenario, env: dict[str, str]) -> dict[str, str]:
+        if scenario.introspects and self.token:
+            return env | {"BENCH_BODY": f"token={self.token}"}
         return env | {"BENCH_TOKEN": self.token} if scenario.authenticated and self.token else env
 
     def stop(self) -> None:
@@ -340,6 +401,27 @@ async def _insert_login_accounts(dsn: str) -> list[str]:
         await connection.close()
     password = ADMIN_PASSWORD.replace(" ", "+")
     return [f"grant_type=password&username={email}&password={password}" for _, email, _, _ in rows]
+
+
+async def _insert_clients(dsn: str) -> None:
+    """The service clients of scenarios 8 (it asks for tokens) and 9 (it introspects them)."""
+    connection = await asyncpg.connect(dsn.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.executemany(
+            "INSERT INTO oauth_clients (id, name, scopes, secret_hash, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, now(), now())",
+            [
+                (GRANT_CLIENT[0], "bench-grant", ["users:read"], hashlib.sha256(GRANT_CLIENT[1].encode()).digest()),
+                (
+                    INTROSPECTING_CLIENT[0],
+                    "bench-introspector",
+                    ["tokens:introspect"],
+                    hashlib.sha256(INTROSPECTING_CLIENT[1].encode()).digest(),
+                ),
+            ],
+        )
+    finally:
+        await connection.close()
 
 
 def _non_2xx_answers(server: Server) -> dict[str, int]:
@@ -446,6 +528,14 @@ def render(report: Report) -> str:
         if figure.non_2xx_statuses
     ]
     lines += ["", f"Accounts' non-2xx answers by scenario: {'; '.join(unanswered) or 'none'}."]
+    single = accounts.scenarios.get(SINGLE_READ) if accounts else None
+    batch = accounts.scenarios.get(BATCH_READ) if accounts else None
+    if single is not None and batch is not None:
+        lines += [
+            "",
+            f"Users read per second: {batch.rps * BATCH_SIZE:,.0f} by batch-get of {BATCH_SIZE}, {single.rps:,.0f} by"
+            f" single getUser calls: a user costs {batch.rps * BATCH_SIZE / single.rps:.1f}x less by batch.",
+        ]
     lines += ["", "| server | start to ready s | RSS per worker MB | errors (non-2xx / socket) |", "|---|---|---|---|"]
     for name, server in report.servers.items():
         non_2xx = sum(f.non_2xx for f in server.scenarios.values())

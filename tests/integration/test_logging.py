@@ -270,7 +270,7 @@ EXPECTED_STATUS = {
     "unknown-key-1": 401,
     "bad-token-1": 401,
     "register-1": 201,
-    "wrong-password-1": 401,
+    "wrong-password-1": 400,  # RFC 6749: invalid_grant
     "log-in-1": 200,
     "me-1": 200,
     "forbidden-1": 403,

@@ -477,7 +477,7 @@ def server_metadata(settings: Settings, request: Request[Any, Any, Any]) -> Serv
         introspection_endpoint_auth_methods_supported=client_auth,
         revocation_endpoint_auth_methods_supported=[*client_auth, "none"],
         scopes_supported=sorted(ADMIN_SCOPES),
-        response_types_supported=["token"],
+        response_types_supported=["none"],  # no authorization endpoint: nothing is answered through one
         subject_types_supported=["public"],
         id_token_signing_alg_values_supported=[ALGORITHM],
         claims_supported=["sub", "email", "email_verified", "preferred_username", "name", "updated_at"],

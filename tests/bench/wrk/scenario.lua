@@ -1,10 +1,12 @@
 -- One wrk script for every scenario, steered by environment variables:
 --   BENCH_METHOD, BENCH_PATH (a "{id}" in it takes a random id from BENCH_IDS_FILE), BENCH_TOKEN,
---   BENCH_BODY (or a random line of BENCH_BODIES_FILE per request), BENCH_CONTENT_TYPE and BENCH_ACCEPT.
+--   BENCH_AUTHORIZATION (a whole Authorization header, instead of the token's), BENCH_BODY (or a random line of
+--   BENCH_BODIES_FILE per request), BENCH_CONTENT_TYPE and BENCH_ACCEPT.
 --   done() prints one JSON line the runner reads.
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local token = os.getenv("BENCH_TOKEN")
+local authorization = os.getenv("BENCH_AUTHORIZATION")
 local body = os.getenv("BENCH_BODY")
 local content_type = os.getenv("BENCH_CONTENT_TYPE")
 local accept = os.getenv("BENCH_ACCEPT") or "application/json"
@@ -23,6 +25,7 @@ function init(args)
   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
   wrk.headers["Accept"] = accept
   if token then wrk.headers["Authorization"] = "Bearer " .. token end
+  if authorization then wrk.headers["Authorization"] = authorization end
   if content_type then wrk.headers["Content-Type"] = content_type end
 end
 
