@@ -50,8 +50,9 @@ from accounts.users.services import UserService
 from accounts.worker import make_queue, worker_in_process
 
 SHARED = ("settings", "tokens", "credentials", "users", "jobs")
-"""What a handler or a provider may be given by name: made once per worker and kept in `app.state` (the users
-service and the jobs need the lifespan's connections)."""
+"""What a handler may be given by name: made once per worker and kept in `app.state` (the users service and the
+jobs need the lifespan's connections). A provider of a per-request service takes `db_session` and the State itself,
+so a handler resolves one dependency, not one per shared object."""
 
 
 def _from_state(name: str) -> Provide:

@@ -85,12 +85,12 @@ async def update_user(user_id: str, data: dict[str, Any]) -> Response[bytes]:
 
 @post("/api/v1/auth/token")
 async def client_credentials(
-    authorization: Annotated[str, HeaderParameter(name="Authorization")], request_body: bytes
+    authorization: Annotated[str, HeaderParameter(name="Authorization")], body: bytes
 ) -> Response[bytes]:
     """The client-credentials grant at its barest: the Basic header checked against the secret's SHA-256 in constant
     time, and the same RFC 9068 claims signed with the same key and library as Accounts."""
     client_id, _, secret = base64.b64decode(authorization.removeprefix("Basic ")).decode().partition(":")
-    if b"client_credentials" not in request_body or not hmac.compare_digest(
+    if b"client_credentials" not in body or not hmac.compare_digest(
         hashlib.sha256(secret.encode()).digest(), _CLIENT_SECRET_HASH
     ):
         return Response(b'{"error":"invalid_client"}', status_code=401, media_type="application/json")

@@ -12,7 +12,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.background_tasks import BackgroundTask
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, JSONBody, Parameter
@@ -20,7 +20,6 @@ from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.auth.authentication import Authenticator
-from accounts.auth.cache import CredentialCache
 from accounts.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -73,29 +72,18 @@ from accounts.users.services import UserService, to_read
 NO_STORE = CacheControlHeader(no_store=True)
 
 
-def provide_auth_service(
-    db_session: NamedDependency[AsyncSession],
-    tokens: NamedDependency[AccessTokens],
-    settings: NamedDependency[Settings],
-    users: NamedDependency[UserService],
-    credentials: NamedDependency[CredentialCache],
-) -> AuthService:
-    return AuthService(db_session, tokens, settings, users, credentials)
+# Providers take the app's State rather than each shared object by name: one dependency to resolve instead of five
+# (Litestar resolves several at once in a task group, ~40 us a request).
+def provide_auth_service(db_session: NamedDependency[AsyncSession], state: State) -> AuthService:
+    return AuthService(db_session, state.tokens, state.settings, state.users, state.credentials)
 
 
-def provide_account_emails(
-    db_session: NamedDependency[AsyncSession],
-    settings: NamedDependency[Settings],
-    users: NamedDependency[UserService],
-    credentials: NamedDependency[CredentialCache],
-) -> AccountEmails:
-    return AccountEmails(db_session, settings, users, credentials)
+def provide_account_emails(db_session: NamedDependency[AsyncSession], state: State) -> AccountEmails:
+    return AccountEmails(db_session, state.settings, state.users, state.credentials)
 
 
-def provide_api_keys(
-    db_session: NamedDependency[AsyncSession], credentials: NamedDependency[CredentialCache]
-) -> ApiKeyService:
-    return ApiKeyService(db_session, credentials)
+def provide_api_keys(db_session: NamedDependency[AsyncSession], state: State) -> ApiKeyService:
+    return ApiKeyService(db_session, state.credentials)
 
 
 def client_address(request: Request[Any, Any, Any]) -> str:

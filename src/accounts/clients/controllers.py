@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol, runtime_checkable
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,17 +27,10 @@ from accounts.core.http.openapi import LOCATION_HEADER
 from accounts.core.security import AUTHENTICATED, AuthenticatedRequest, requires_admin
 
 
-@runtime_checkable
-class ForgetsClients(Protocol):
-    """What remembers clients' credentials in this worker (accounts.auth.cache.CredentialCache)."""
-
-    def forget_client(self, client_id: UUID) -> None: ...
-
-
-def provide_clients(
-    db_session: NamedDependency[AsyncSession], credentials: NamedDependency[ForgetsClients]
-) -> OAuthClientService:
-    return OAuthClientService(db_session, on_changed=credentials.forget_client)
+def provide_clients(db_session: NamedDependency[AsyncSession], state: State) -> OAuthClientService:
+    """Deleting or rotating forgets the client in this worker's credential cache at once (the others hear it from
+    the database)."""
+    return OAuthClientService(db_session, on_changed=state.credentials.forget_client)
 
 
 ClientId = Annotated[UUID, Parameter(description="The client's `client_id`.")]

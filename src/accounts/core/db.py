@@ -56,7 +56,8 @@ def request_transactions(config: SQLAlchemyAsyncConfig) -> Provide:
     async def db_session(state: State, scope: Scope) -> AsyncIterator[AsyncSession]:
         session = config.provide_session(state, scope)
         yield session  # Litestar runs the rest after the handler returns, before the response is sent
-        await session.commit()
+        if session.in_transaction() or session.new or session.dirty or session.deleted:
+            await session.commit()  # not when the handler never used it: a commit would check out a connection
 
     return Provide(db_session)
 
