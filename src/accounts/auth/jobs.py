@@ -11,11 +11,13 @@ _PURGES = {
     "refresh_tokens": "DELETE FROM refresh_tokens WHERE expires_at <= now()",
     "login_failures": "DELETE FROM login_failures WHERE window_started_at <= now() - make_interval(secs => $1)",
     "email_tokens": "DELETE FROM email_tokens WHERE expires_at <= now()",
+    "revoked_tokens": "DELETE FROM revoked_tokens WHERE expires_at <= now()",  # the token is refused by `exp` now
 }
 
 
 async def purge_expired_credentials(pool: asyncpg.Pool, settings: Settings) -> dict[str, int]:
-    """Delete expired refresh tokens, login-failure windows and e-mailed tokens; returns how many of each."""
+    """Delete expired refresh tokens, login-failure windows, e-mailed tokens and revocations of expired access tokens;
+    returns how many of each."""
     deleted = {}
     for table, statement in _PURGES.items():
         arguments = [settings.login_failure_window] if "$1" in statement else []

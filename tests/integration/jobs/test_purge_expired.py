@@ -81,6 +81,8 @@ async def test_expired_rows_and_old_result_files_are_deleted_and_live_ones_kept(
     live_key = await insert_idempotency_key(pool, now + HOUR)
     expired_token = await insert_refresh_token(pool, user.id, now - timedelta(seconds=1))
     live_token = await insert_refresh_token(pool, user.id, now + HOUR)
+    revocations = [("expired-jti", now - timedelta(seconds=1)), ("live-jti", now + HOUR)]
+    await pool.executemany("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2)", revocations)
 
     old_files = [
         result_file(settings, f"{uuid.uuid4()}.csv", age=ttl + HOUR),
@@ -96,11 +98,13 @@ async def test_expired_rows_and_old_result_files_are_deleted_and_live_ones_kept(
 
     assert deleted["idempotency_keys"] == 1
     assert deleted["refresh_tokens"] == 1
+    assert deleted["revoked_tokens"] == 1
     assert deleted["job_result_files"] == len(old_files)
     assert await ids(pool, "SELECT key_hash FROM idempotency_keys") == {live_key}
     assert expired_key != live_key
     assert await ids(pool, "SELECT id FROM refresh_tokens") == {live_token}
     assert expired_token != live_token
+    assert await ids(pool, "SELECT jti FROM revoked_tokens") == {"live-jti"}
     assert [path for path in old_files if path.exists()] == [], "result files older than JOB_RESULT_TTL go"
     assert all(path.read_text() == "email\nada@example.com\n" for path in kept_files)
 
