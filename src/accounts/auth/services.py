@@ -15,6 +15,7 @@ from advanced_alchemy.utils.serialization import schema_dump
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 from uuid_utils.compat import uuid7
 
 from accounts.auth.cache import ClientState, CredentialCache
@@ -35,7 +36,7 @@ from accounts.core.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
-from accounts.core.passwords import hash_password, needs_rehash, verify_password
+from accounts.core.passwords import hash_password, needs_rehash, refuse_weak_password, verify_password
 from accounts.core.security import secret_hash
 from accounts.mail.outbox import Outbox
 from accounts.users.models import User
@@ -414,9 +415,12 @@ class AuthService:
 
     async def change_password(self, user_id: UUID, current: str, new: str) -> None:
         """Set a new password if `current` is right, which logs the user out everywhere; wrong guesses count
-        against the account's login limit."""
-        attempt = await self.attempts.start({f"account:{user_id}": self.settings.login_max_failures_per_account})
+        against the account's login limit. A new password that is easy to guess is refused first: it is no attempt."""
         user = await self.users.row(self.session, user_id)
+        await refuse_weak_password(
+            "new_password", new, email=user.email, username=user.username, full_name=user.full_name
+        )
+        attempt = await self.attempts.start({f"account:{user_id}": self.settings.login_max_failures_per_account})
         await self.session.commit()  # hand the connection back while argon2 runs
         if not await verify_password(user.hashed_password, current):
             await attempt.failed()
@@ -559,9 +563,19 @@ class AccountEmails:
 
     async def reset_password(self, token: str, new_password: str) -> UUID:
         """Spend a reset token and set the new password; every refresh and access token of the user stops
-        working, the account's failed-login count is forgiven, and the address counts as verified."""
-        hashed = await hash_password(new_password)  # before any query: no connection is held while argon2 runs
-        user_id = await self._spend(RESET, token)
+        working, the account's failed-login count is forgiven, and the address counts as verified. A new password
+        that is easy to guess is refused before the token is spent."""
+        holder = await self.session.scalar(
+            select(User).where(*_usable(RESET, token)).execution_options(bind_group=PRIMARY)
+        )
+        if holder is None:
+            raise InvalidEmailToken
+        await refuse_weak_password(
+            "new_password", new_password, email=holder.email, username=holder.username, full_name=holder.full_name
+        )
+        await self.session.commit()  # hand the connection back while argon2 runs
+        hashed = await hash_password(new_password)
+        user_id = await self._spend(RESET, token)  # checks the token again, as it spends it
         await self.users.set_password(self.session, user_id, hashed, verified_email=True)
         await RefreshTokenService(session=self.session).revoke_all(user_id)
         await self.session.execute(delete(LoginFailure).where(LoginFailure.key == f"account:{user_id}"))
@@ -571,18 +585,8 @@ class AccountEmails:
     async def _spend(self, purpose: str, token: str) -> UUID:
         """Mark the token used if it is unused, unexpired, of this purpose, and its account (active, for a
         reset) still has the address it was sent to; returns the user's id."""
-        conditions = [
-            EmailToken.token_hash == secret_hash(token),
-            EmailToken.purpose == purpose,
-            EmailToken.used_at.is_(None),
-            EmailToken.expires_at > func.now(),
-            User.id == EmailToken.user_id,
-            User.email == EmailToken.email,
-        ]
-        if purpose == RESET:
-            conditions.append(User.is_active.is_(True))
         spent = await self.session.execute(
-            update(EmailToken).where(*conditions).values(used_at=func.now()).returning(EmailToken.user_id)
+            update(EmailToken).where(*_usable(purpose, token)).values(used_at=func.now()).returning(EmailToken.user_id)
         )
         user_id: UUID | None = spent.scalar_one_or_none()
         if user_id is None:
@@ -605,6 +609,22 @@ class AccountEmails:
             f"(or send the token {token} with a new_password to POST /api/v1/auth/password-reset/confirm).\n\n"
             "If you did not ask for this, ignore this message: your password stays as it is.\n"
         )
+
+
+def _usable(purpose: str, token: str) -> list[ColumnElement[bool]]:
+    """The token is unused, unexpired and of this purpose, and its account (active, for a reset) still has the
+    address it was sent to."""
+    conditions = [
+        EmailToken.token_hash == secret_hash(token),
+        EmailToken.purpose == purpose,
+        EmailToken.used_at.is_(None),
+        EmailToken.expires_at > func.now(),
+        User.id == EmailToken.user_id,
+        User.email == EmailToken.email,
+    ]
+    if purpose == RESET:
+        conditions.append(User.is_active.is_(True))
+    return conditions
 
 
 def _duration(seconds: int) -> str:

@@ -10,7 +10,7 @@ import msgspec
 import structlog
 
 from accounts.config import Settings
-from accounts.core.passwords import hash_password
+from accounts.core.passwords import hash_password, screen_password
 from accounts.jobs.services import JobRun, JobSpec, job_task
 from accounts.users.bulk import (
     MEDIA_TYPES,
@@ -106,8 +106,10 @@ async def _write_batch(
     counts: ImportCounts,
     report: Any,
 ) -> None:
-    if valid:
-        written = await batches.write(await _with_password_hashes(batches, valid))
+    rows, refused = await _with_password_hashes(batches, valid)
+    errors = [*errors, *refused]
+    if rows:
+        written = await batches.write(rows)
         counts.created += written.created
         counts.updated += written.updated
         errors = [*errors, *written.errors]
@@ -117,16 +119,24 @@ async def _write_batch(
 
 async def _with_password_hashes(
     batches: UserImportBatches, valid: list[tuple[int, UserCreate]]
-) -> list[tuple[int, UserCreate, str | None]]:
+) -> tuple[list[tuple[int, UserCreate, str | None]], list[RowError]]:
     """The rows with their password hashed, for new users only: an import never changes the password of
-    an existing user, so argon2 (tens of ms a row) runs only where it is needed."""
+    an existing user, so screening and argon2 (tens of ms a row) run only where a password is set. A row whose
+    password is easy to guess is an error instead."""
     with_password = [user.email for _, user in valid if user.password is not None]
     existing = await batches.existing_emails(with_password) if with_password else set()
     rows: list[tuple[int, UserCreate, str | None]] = []
+    refused: list[RowError] = []
     for line, user in valid:
-        needs_hash = user.password is not None and user.email not in existing
-        rows.append((line, user, await hash_password(user.password) if needs_hash and user.password else None))
-    return rows
+        if user.password is None or user.email in existing:
+            rows.append((line, user, None))
+        elif weakness := await screen_password(
+            user.password, email=user.email, username=user.username, full_name=user.full_name
+        ):
+            refused.append(RowError(line=line, error=f"the password {weakness}"))
+        else:
+            rows.append((line, user, await hash_password(user.password)))
+    return rows, refused
 
 
 @job_task

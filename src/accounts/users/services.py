@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
 
 from accounts.core.errors import FieldError, InvalidInput, NotFound, PreconditionFailed
-from accounts.core.passwords import hash_password
+from accounts.core.passwords import hash_password, refuse_weak_password
 from accounts.users.models import User
 from accounts.users.repository import UserRepository, filters
 from accounts.users.schemas import (
@@ -61,10 +61,14 @@ class UserService:
         self.on_credentials_changed = on_credentials_changed
 
     async def create(self, session: AsyncSession, data: UserCreate, *, admin: bool = False) -> User:
-        """A new user, in the session's transaction (committed with the rest of the request)."""
+        """A new user, in the session's transaction (committed with the rest of the request); a password that is
+        easy to guess (`refuse_weak_password`) is refused before anything is hashed or written."""
         values = schema_dump(data)
         values["email"] = normalise_email(values["email"])
         if (password := values.pop("password", None)) is not None:
+            await refuse_weak_password(
+                "password", password, email=values["email"], username=data.username, full_name=data.full_name
+            )
             values["hashed_password"] = await hash_password(password)
         return await self.repository.insert(session, values | {"is_superuser": admin})
 

@@ -88,7 +88,7 @@ async def test_a_taken_email_or_username_fails_and_changes_nothing(
     assert first.returncode == 0, first.stderr
 
     again = await run_cli(
-        database_url, tmp_path, "--email", "DUP@example.com", "--username", "other", "--admin", password="x" * 12
+        database_url, tmp_path, "--email", "DUP@example.com", "--username", "other", "--admin", password="long enough"
     )
 
     assert again.returncode != 0
