@@ -131,7 +131,7 @@ def create_user_command(email: str, username: str, full_name: str | None, passwo
     import msgspec  # noqa: PLC0415
 
     from accounts.core.db import sqlalchemy_config  # noqa: PLC0415
-    from accounts.core.errors import DatabaseFailure, database_failure  # noqa: PLC0415
+    from accounts.core.errors import DatabaseFailure, ServiceError, database_failure  # noqa: PLC0415
     from accounts.users.repository import UserRepository  # noqa: PLC0415
     from accounts.users.schemas import UserCreate  # noqa: PLC0415
     from accounts.users.services import UserService  # noqa: PLC0415
@@ -160,6 +160,8 @@ def create_user_command(email: str, username: str, full_name: str | None, passwo
 
     try:
         user_id = asyncio.run(create())
+    except ServiceError as exc:  # a password refused by the screening, say: the same words the API gives
+        raise click.ClickException(str(exc)) from None
     except Exception as exc:
         if database_failure(exc) is DatabaseFailure.CONFLICT:
             raise click.ClickException("a user with this e-mail or username already exists") from None

@@ -101,6 +101,7 @@ async def test_a_taken_email_or_username_fails_and_changes_nothing(
 BAD_INPUTS = {
     "bad e-mail": (("--email", "not-an-email", "--username", "bad"), CLI_PASSWORD),
     "short password": (("--email", "short@example.com", "--username", "short"), "seven77"),
+    "common password": (("--email", "common@example.com", "--username", "common"), "password1"),
     "no password and no terminal": (("--email", "nopass@example.com", "--username", "nopass"), None),
 }
 
