@@ -133,9 +133,16 @@ def credentials(fuzzed_app: Litestar) -> dict[str, dict[str, str]]:
     return headers
 
 
+STATIC_PATHS = frozenset(path for path in json.loads(SNAPSHOT.read_text())["paths"] if "{" not in path)
+"""Paths without parameters: a generated id that spells one (`/api/v1/users/imports` for `/api/v1/users/{user_id}`)
+is that path's, and its route answers (405 to a method it does not take), not the operation being tested."""
+
+
 def call_and_validate(
     case: schemathesis.Case, app: Litestar, credentials: dict[str, dict[str, str]], *, accept: str
 ) -> None:
+    if case.path_parameters and case.formatted_path in STATIC_PATHS:
+        return
     operation = case.operation.definition.raw
     headers = credentials[CALLER.get(operation["operationId"], "admin")] if operation.get("security") else {}
     if IDEMPOTENCY_KEY.fullmatch(case.headers.get(IDEMPOTENCY_HEADER, "")):
