@@ -12,6 +12,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accounts.clients.models import OAuthClient
 from accounts.clients.schemas import (
     OAuthClientCreate,
     OAuthClientCreated,
@@ -31,6 +32,11 @@ def provide_clients(db_session: NamedDependency[AsyncSession], state: State) -> 
     """Deleting or rotating forgets the client in this worker's credential cache at once (the others hear it from
     the database)."""
     return OAuthClientService(db_session, on_changed=state.credentials.forget_client)
+
+
+def with_secret(client: OAuthClient, secret: str) -> OAuthClientCreated:
+    """The client and its new secret, the one answer that shows the secret."""
+    return OAuthClientCreated(**msgspec.structs.asdict(to_client_read(client)), client_secret=secret)
 
 
 ClientId = Annotated[UUID, Parameter(description="The client's `client_id`.")]
@@ -60,7 +66,7 @@ class OAuthClientController(Controller):
         data: JSONBody[OAuthClientCreate],
     ) -> Response[OAuthClientCreated]:
         client, secret = await clients.create_client(data, created_by=request.user.user_id)
-        created = OAuthClientCreated(**msgspec.structs.asdict(to_client_read(client)), client_secret=secret)
+        created = with_secret(client, secret)
         location = request.app.route_reverse("getOAuthClient", client_id=str(client.id))
         return NegotiatedResponse(created, status_code=201, headers={"Location": location})
 
@@ -97,7 +103,7 @@ class OAuthClientController(Controller):
         data: JSONBody[SecretRotation],
     ) -> OAuthClientCreated:
         client, secret = await clients.rotate_secret(client_id, data.overlap_seconds)
-        return OAuthClientCreated(**msgspec.structs.asdict(to_client_read(client)), client_secret=secret)
+        return with_secret(client, secret)
 
     @delete(
         "/{client_id:str}",

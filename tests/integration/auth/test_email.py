@@ -26,7 +26,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 
 from accounts import worker
 from accounts.app import create_app
@@ -47,6 +46,7 @@ from tests.integration.auth.support import (
     request_token,
     sql,
 )
+from tests.integration.jobs.support import delete_queue
 from tests.problems import assert_problem
 
 VERIFY = f"{AUTH}/verify-email"
@@ -122,30 +122,12 @@ def queue_name() -> str:
     return f"accounts-email-test-{uuid.uuid4().hex[:10]}"
 
 
-async def delete_redis_keys(name: str) -> None:
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        for pattern in (f"saq:{name}:*", f"saq:job:{name}:*"):
-            keys = [key async for key in redis.scan_iter(match=pattern, count=500)]
-            if keys:
-                await redis.delete(*keys)
-    finally:
-        await redis.aclose()
-
-
 @pytest.fixture(params=["postgres", "redis"])
 async def backend(request: pytest.FixtureRequest, queue_name: str, database_url: str) -> AsyncIterator[str]:
     """The queue backend of the test; its queue is emptied afterwards."""
     yield str(request.param)
-    if request.param == "redis":
-        await delete_redis_keys(queue_name)
-        return
-    connection = await asyncpg.connect(database_url)
-    try:
-        if await connection.fetchval("SELECT to_regclass('saq_jobs')") is not None:
-            await connection.execute("DELETE FROM saq_jobs WHERE queue = $1", queue_name)
-    finally:
-        await connection.close()
+    redis_url = REDIS_URL if request.param == "redis" else None
+    await delete_queue(Settings(database_url=database_url, queue_name=queue_name, redis_url=redis_url))
 
 
 @pytest.fixture
