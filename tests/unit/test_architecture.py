@@ -10,7 +10,24 @@ from pathlib import Path
 import pytest
 
 SOURCE = Path(__file__).resolve().parents[2] / "src" / "accounts"
-LAYERS = ["config", "core", "jobs", "mail", "users", "clients", "auth", "system", "app", "cli", "worker", "__main__"]
+LAYERS = [
+    "config",
+    "core",
+    "jobs",
+    "mail",
+    "events",
+    "users",
+    "clients",
+    "webhooks",
+    "mfa",
+    "passkeys",
+    "auth",
+    "system",
+    "app",
+    "cli",
+    "worker",
+    "__main__",
+]
 """From the bottom up: a package may import those before it, never those after."""
 WIRING = {"app", "cli", "worker", "__main__"}
 
