@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import accounts.auth.models
 import accounts.core.http.idempotency
+import accounts.events.models
 import accounts.mail.models
 import accounts.users.models  # noqa: F401
 from accounts.core.db import Base, include_object

@@ -27,6 +27,7 @@ TABLES = (
     "outbox_messages",
     "oauth_clients",
     "revoked_tokens",
+    "events",
 )
 
 CreateDatabase = Callable[[], Awaitable[str]]

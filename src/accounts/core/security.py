@@ -20,7 +20,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from accounts.core.errors import Forbidden
 
-Scope = Literal["users:read", "users:write", "tokens:introspect"]
+Scope = Literal["users:read", "users:write", "tokens:introspect", "events:read"]
 """What an API key or a service client may be allowed to do."""
 ADMIN_SCOPES = frozenset(get_args(Scope))
 """What an admin user may do besides being an admin: every scope an API key or a client can hold."""

@@ -1,0 +1,32 @@
+"""Events: every change recorded in its own transaction, read four ways (the feed, SSE streams, webhooks, NATS).
+
+Writing (in the change's transaction; committed with it or not at all):
+
+    from accounts.events.services import Subject, record, record_on
+
+    await record(session, "user.updated", Subject("user", user_id), {"changes": {"bio": "..."}})  # AsyncSession
+    await record_on(connection, "import.finished", Subject("job", job_id), {...})  # asyncpg connection
+    await record(session, "login.succeeded", Subject("user", user.id), {"method": "password"},
+                 actor=EventActor(type="user", id=str(user.id)))  # an explicit actor (no principal yet)
+
+`type_` must be in `accounts.events.schemas.EVENT_TYPES` (the catalogue, with what each `data` holds); types in
+`AUDIT_ONLY_TYPES` (logins) go to the audit trail only. `data` is JSON-encodable and never holds a password,
+hash, token or secret. The actor is the request's caller (`accounts.events.context`, set per request by the
+`actor_context` middleware; `acting_as(principal)` sets it elsewhere), else the system; the request id is the
+logging context's. Statements that write events in SQL themselves take `actor_values()`.
+
+Reading the feed (what webhooks and the NATS relay consume):
+
+    feed = EventFeed(pool)                       # an asyncpg pool on the primary
+    batch = await feed.read(after, limit=500, types=(...), subject=("user", id))  # FeedBatch(items, next)
+    for item in batch.items: item.position, item.event   # Position(xid, seq), EventRead
+    after = batch.next                           # store `next.cursor` (str); Position.parse(cursor) reads it back
+
+Every committed feed event comes exactly once, in position order, whatever order transactions commit in; `next`
+moves on even when a page is empty or filtered. `START` is the beginning, `await feed.head()` "from now on".
+
+Waking on commit instead of polling: each insert of a feed event notifies channel `accounts_events`
+(`accounts.events.stream.CHANNEL`; payload: the writer's xid). `EventBroadcaster` (accounts.events.stream) is the
+per-worker listener: one connection, one feed read per wake, the recent tail kept in memory, and
+`await broadcaster.changed(timeout)` for any number of waiters.
+"""
