@@ -7,14 +7,12 @@ import asyncio
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from functools import cache, partial
 from itertools import permutations
 from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from zxcvbn import zxcvbn
-from zxcvbn.matching import L33T_TABLE
 
 from accounts.core.errors import FieldError, InvalidInput
 
@@ -75,17 +73,27 @@ _SEPARATORS = re.compile(r"[\W_]+")
 _JOINTS = ("", " ", ".", "-", "_")
 _ALWAYS_SCREENED = 12
 _MIN_INPUT_LENGTH = 3  # shorter parts of a name are in too many passwords to say anything
-_LETTERS_OF = {
-    character: [letter for letter, characters in L33T_TABLE.items() if character in characters]
-    for characters in L33T_TABLE.values()
-    for character in characters
-}
-"""Each substitution character zxcvbn knows, and the letters it may stand for."""
+
+
+# zxcvbn is imported on a worker's first screening, not at start: its frequency lists take ~11 MB of a worker's
+# ~150 MB, which a worker that only logs people in never needs; the import takes ~60 ms, in the screening thread.
+@cache
+def _letters_of() -> dict[str, list[str]]:
+    """Each substitution character zxcvbn knows, and the letters it may stand for."""
+    from zxcvbn.matching import L33T_TABLE  # noqa: PLC0415 - loads zxcvbn's dictionaries (see above)
+
+    return {
+        character: [letter for letter, characters in L33T_TABLE.items() if character in characters]
+        for characters in L33T_TABLE.values()
+        for character in characters
+    }
 
 
 def password_weakness(password: str, *, email: str, username: str, full_name: str | None = None) -> str | None:
     """Why `password` is too easy to guess for the user with these details, in words that follow "the password"
     ("is one of the most common passwords", "contains your username"); None when it is not (MIN_SCORE)."""
+    from zxcvbn import zxcvbn  # noqa: PLC0415 - on first use (see _letters_of)
+
     own_words = _own_words(email, username, full_name)
     screened = screened_part(password)
     # Never an empty list: zxcvbn would reuse the user inputs of the call before (issue 84).
@@ -102,8 +110,9 @@ def screened_part(password: str) -> str:
     """The start of `password` that zxcvbn sees: SCREENED_LENGTH characters, fewer if those past the first 12 would
     make substitution characters that can be read as letters in more than MAX_READINGS ways."""
     candidates: dict[str, set[str]] = {}  # letter -> the characters seen so far that may stand for it
+    letters_of = _letters_of()
     for end, character in enumerate(password[:SCREENED_LENGTH]):
-        for letter in _LETTERS_OF.get(character, ()):
+        for letter in letters_of.get(character, ()):
             candidates.setdefault(letter, set()).add(character)
         if end >= _ALWAYS_SCREENED and math.prod(len(characters) for characters in candidates.values()) > MAX_READINGS:
             return password[:end]
