@@ -40,6 +40,10 @@ from accounts.core.http.openapi import finish_document, openapi_config
 from accounts.core.observability.logging import RequestContextMiddleware, configure_logging
 from accounts.core.observability.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
 from accounts.core.observability.tracing import start_tracing
+from accounts.events.context import actor_context
+from accounts.events.controllers import AuditEventController, EventController
+from accounts.events.services import AuditTrail, EventFeed, set_recording
+from accounts.events.stream import EventBroadcaster
 from accounts.jobs.controllers import JobController
 from accounts.jobs.services import Jobs
 from accounts.system.controllers import HealthController, MetricsController
@@ -49,7 +53,7 @@ from accounts.users.repository import UserRepository
 from accounts.users.services import UserService
 from accounts.worker import make_queue, worker_in_process
 
-SHARED = ("settings", "tokens", "credentials", "users", "jobs")
+SHARED = ("settings", "tokens", "credentials", "users", "jobs", "event_feed", "event_broadcaster", "audit_trail")
 """What a handler may be given by name: made once per worker and kept in `app.state` (the users service and the
 jobs need the lifespan's connections). A provider of a per-request service takes `db_session` and the State itself,
 so a handler resolves one dependency, not one per shared object."""
@@ -71,6 +75,8 @@ API = Router(
         ApiKeyController,
         OAuthClientController,
         JobController,
+        EventController,
+        AuditEventController,
     ],
     before_request=check_input,  # query strings and forms that are not UTF-8; JSON bodies are BodyRequest's
 )
@@ -84,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = Settings.from_env() if settings is None else settings
     tracing = start_tracing()  # None unless the OTEL_* variables switch it on
     configure_logging(settings, trace_ids=tracing is not None)
+    set_recording(enabled=settings.events_enabled)
     database = sqlalchemy_config(settings)
     tokens = AccessTokens(SigningKeys.from_settings(settings), settings)
     # The users service is made with the app's pools, in the lifespan; it reports changes to the cache, which asks
@@ -111,6 +118,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ]
         app.state.users = UserService(UserRepository(pool, replicas), on_credentials_changed=credentials.forget_user)
         app.state.idempotency_keys = IdempotencyKeys(pool, settings.idempotency_key_ttl)
+        app.state.event_feed = EventFeed(pool)
+        app.state.audit_trail = AuditTrail(pool)
+        broadcaster = EventBroadcaster(app.state.event_feed, settings.asyncpg_direct_url or "")
+        app.state.event_broadcaster = broadcaster
+        await broadcaster.start()
         queue = make_queue(settings)
         if tracing is not None:
             tracing.carry_context(queue)
@@ -137,6 +149,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             with suppress(Exception):  # a queue that is down (Redis refuses) must not stop the rest of shutdown
                 await queue.disconnect()
             await credentials.stop()
+            await broadcaster.stop()
             await asyncio.gather(*(each.close() for each in (pool, *replicas)))
 
     app = Litestar(
@@ -144,7 +157,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
-        middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"])],
+        middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"]), actor_context],
         state=State({"settings": settings, "tokens": tokens, "credentials": credentials}),
         dependencies={"db_session": request_transactions(database), **{name: _from_state(name) for name in SHARED}},
         exception_handlers=exception_handlers,

@@ -109,6 +109,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     outbox_flush_after: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """Seconds an unsent e-mail waits before the minutely outbox flush puts it on the queue again (the request that
     wrote it tries first; this covers a queue that was down then)."""
+    events_enabled: bool = True
+    """Record an event with every change (the feed, its streams, webhooks, the audit trail). Off, nothing is recorded:
+    for measuring what recording costs (`make bench`), or a deployment that wants no events at all."""
+    audit_retention_days: Annotated[int, msgspec.Meta(ge=1, le=36_500)] = 365
+    """Days an event is kept, in the audit trail and the feed alike; the scheduled clean-up deletes older ones."""
+    event_stream_heartbeat: Annotated[float, msgspec.Meta(gt=0, le=300)] = 15.0
+    """Seconds an idle event stream (SSE) waits before it sends a heartbeat comment (proxies close silent ones)."""
     password_reset_ttl: Annotated[int, msgspec.Meta(ge=300, le=86_400)] = 3_600
     password_reset_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """At most one password-reset e-mail per account within this many seconds."""

@@ -20,6 +20,7 @@ from accounts.clients.models import OAuthClient
 from accounts.clients.schemas import OAuthClientCreate, OAuthClientRead
 from accounts.core.db import PRIMARY
 from accounts.core.security import secret_hash
+from accounts.events.services import Subject, record
 
 CLIENT_SECRET_PREFIX = "accs_"  # noqa: S105 - the public start of every secret, not one
 
@@ -48,7 +49,9 @@ class OAuthClientService(SQLAlchemyAsyncRepositoryService[OAuthClient]):
             "secret_hash": secret_hash(secret),
             "created_by": created_by,
         }
-        return await self.create(values), secret
+        client = await self.create(values)
+        await record(self.repository.session, "client.created", Subject("client", client.id), _described(client))
+        return client, secret
 
     async def rotate_secret(self, client_id: UUID, overlap_seconds: int) -> tuple[OAuthClient, str]:
         """A new secret; the current one keeps working for `overlap_seconds` (the one before it stops now)."""
@@ -63,13 +66,26 @@ class OAuthClientService(SQLAlchemyAsyncRepositoryService[OAuthClient]):
             "secret_rotated_at": now,
         }
         client = await self.update(values, item_id=client_id, bind_group=PRIMARY)
+        expires = client.previous_secret_expires_at
+        await record(
+            self.repository.session,
+            "client.secret_rotated",
+            Subject("client", client_id),
+            {"previous_valid_until": expires.isoformat() if expires else None},
+        )
         self.on_changed(client_id)
         return client, secret
 
     async def delete_client(self, client_id: UUID) -> None:
         """Delete the client: its secrets and every token issued to it stop working at once."""
         await self.delete(client_id, bind_group=PRIMARY)
+        await record(self.repository.session, "client.deleted", Subject("client", client_id))
         self.on_changed(client_id)
+
+
+def _described(client: OAuthClient) -> dict[str, object]:
+    """A client's `client.created` data: its name and scopes (never a secret or its hash)."""
+    return {"name": client.name, "scopes": list(client.scopes)}
 
 
 def to_client_read(client: OAuthClient) -> OAuthClientRead:

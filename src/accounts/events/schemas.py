@@ -25,7 +25,7 @@ EVENT_TYPES: dict[str, str] = {
     "client.created": "A service client was created. data: name, scopes.",
     "client.deleted": "A service client was deleted. data: {}.",
     "client.secret_rotated": "A service client's secret was rotated (never the secret itself). data:"
-    " previous_secret_expires_at.",
+    " previous_valid_until (when the previous one stops working; null: at once).",
     "import.finished": "A bulk import job ended. data: job_id, status, created, updated, failed, owner.",
     "export.finished": "A bulk export job ended. data: job_id, status, exported, owner.",
     "session.revoked": "A refresh-token family (a session) was revoked. data: family_id, reason.",

@@ -37,6 +37,7 @@ from accounts.events.schemas import (
 )
 
 Connection = asyncpg.Connection | PoolConnectionProxy
+_recording = True
 FEED_PAGE_MAX = 1000
 PURGE_BATCH = 10_000
 
@@ -67,7 +68,7 @@ class Position(NamedTuple):
 
     @property
     def cursor(self) -> str:
-        return base64.urlsafe_b64encode(struct.pack(">QQ", self.xid, self.seq)).rstrip(b"=").decode()
+        return base64.urlsafe_b64encode(struct.pack(">qq", self.xid, self.seq)).rstrip(b"=").decode()
 
     @classmethod
     def parse(cls, cursor: str, field: str = "after") -> Position:
@@ -76,10 +77,11 @@ class Position(NamedTuple):
             raw = base64.urlsafe_b64decode(cursor + "==") if len(cursor) == 22 and cursor.isascii() else b""
         except (binascii.Error, ValueError):
             raw = b""
-        if len(raw) != 16:
+        position = cls(*struct.unpack(">qq", raw)) if len(raw) == 16 else None
+        if position is None or min(position) < 0 or position.cursor != cursor:
             detail = "Not a cursor of this feed: pass the `next` of a page (or an event's SSE id) as it was given."
             raise InvalidInput(detail, errors=[FieldError(field=field, message=detail)])
-        return cls(*struct.unpack(">QQ", raw))
+        return position
 
 
 START = Position(0, 0)
@@ -96,6 +98,17 @@ class FeedBatch(NamedTuple):
 
     items: list[FeedItem]
     next: Position
+
+
+def set_recording(*, enabled: bool) -> None:
+    """EVENTS_ENABLED, set once by the process at start-up (create_app, the worker)."""
+    global _recording  # noqa: PLW0603 - one switch for the process, read by every writer
+    _recording = enabled
+
+
+def recording() -> bool:
+    """Whether changes record events in this process (statements that write events in SQL ask it too)."""
+    return _recording
 
 
 def _values(
@@ -130,6 +143,8 @@ async def record(
 
     `actor` defaults to the request's caller (accounts.events.context), else the system; `data` must be
     JSON-encodable and never hold a password, hash, token or secret."""
+    if not _recording:
+        return
     names = ("type", "subject_type", "subject_id", "actor_type", "actor_id", "request_id", "data", "in_feed")
     await session.execute(text(_INSERT_BOUND), dict(zip(names, _values(type_, subject, data, actor), strict=True)))
 
@@ -143,6 +158,8 @@ async def record_on(
     actor: EventActor | None = None,
 ) -> None:
     """`record` on an asyncpg connection, in its current transaction (or alone, outside one)."""
+    if not _recording:
+        return
     await connection.execute(_INSERT, *_values(type_, subject, data, actor))
 
 

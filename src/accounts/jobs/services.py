@@ -53,6 +53,8 @@ _STATUSES: dict[Status, JobStatus] = {
     Status.COMPLETE: "complete",
 }
 _NO_PROGRESS = {"processed": 0, "total": None, "failed": 0}
+FOLLOW_SECONDS = 0.5
+"""How often `Jobs.follow` looks at a job (SAQ's own `listen` polls as often; a Redis or a PostgreSQL queue alike)."""
 
 
 class WorkerContext(Context, total=False):
@@ -122,6 +124,28 @@ class Jobs:
 
     async def read(self, job_id: UUID) -> JobRead:
         return to_read(await self.get(job_id))
+
+    async def follow(self, job: Job, heartbeat: float) -> AsyncIterator[JobRead | None]:
+        """The job as it changes: its state now, then each change, ending with its final state (or when SAQ
+        forgets it); None after `heartbeat` seconds without a change, so a stream can say it is alive."""
+        last: JobRead | None = None
+        quiet = 0.0
+        while True:
+            current = to_read(job)
+            if current != last:
+                yield current
+                if current.status in FINAL_STATUSES:
+                    return
+                last, quiet = current, 0.0
+            elif quiet >= heartbeat:
+                yield None
+                quiet = 0.0
+            await asyncio.sleep(FOLLOW_SECONDS)
+            quiet += FOLLOW_SECONDS
+            refreshed = await self.queue.job(job.key)
+            if refreshed is None:
+                return
+            job = refreshed
 
     async def abort(self, job: Job) -> None:
         """Abort a queued or running job: SAQ takes a queued one off the queue, and its worker cancels a running

@@ -9,6 +9,7 @@ import structlog
 
 from accounts.auth.jobs import purge_expired_credentials
 from accounts.core.http.idempotency import purge_idempotency_keys
+from accounts.events.services import AuditTrail
 from accounts.jobs.services import WorkerContext, purge_results
 from accounts.mail.jobs import purge_outbox
 
@@ -17,14 +18,15 @@ log = structlog.get_logger("accounts.housekeeping")
 
 async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
     """Delete expired idempotency keys, refresh tokens, login-failure windows and e-mailed tokens, old or expired
-    outbox messages, and job result files older than JOB_RESULT_TTL (SAQ forgets the jobs themselves as long after
-    they finish); returns how many of each went."""
+    outbox messages, job result files older than JOB_RESULT_TTL (SAQ forgets the jobs themselves as long after
+    they finish), and events older than AUDIT_RETENTION_DAYS; returns how many of each went."""
     settings, pool = ctx["settings"], ctx["pool"]
     deleted: dict[str, Any] = {
         "idempotency_keys": await purge_idempotency_keys(pool),
         **await purge_expired_credentials(pool, settings),
         "outbox_messages": await purge_outbox(pool),
         "job_result_files": await asyncio.to_thread(purge_results, settings),
+        "events": await AuditTrail(pool).purge(settings.audit_retention_days),
     }
     log.info("purged expired rows", **deleted)
     return deleted

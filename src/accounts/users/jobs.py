@@ -11,7 +11,8 @@ import structlog
 
 from accounts.config import Settings
 from accounts.core.passwords import hash_password, screen_password
-from accounts.jobs.services import JobRun, JobSpec, job_task
+from accounts.events.services import Subject, record_on
+from accounts.jobs.services import OWNER, JobRun, JobSpec, job_task
 from accounts.users.bulk import (
     MEDIA_TYPES,
     ExportWriter,
@@ -65,11 +66,31 @@ async def import_users(
     try:
         counts = await _import(run, source, format, on_duplicate)
         finished = True
+    except Exception:
+        if run.job.attempts >= run.job.retries:  # the last attempt: the job ends failed
+            await _record_finished(run, "import.finished", {"status": "failed"})
+        raise
     finally:
         if finished or run.job.attempts >= run.job.retries:
             source.unlink(missing_ok=True)
     log.info("users imported", **msgspec.structs.asdict(counts))
-    return msgspec.structs.asdict(counts)
+    result = msgspec.structs.asdict(counts)
+    await _record_finished(run, "import.finished", {"status": "complete", **result})
+    return result
+
+
+async def _record_finished(run: JobRun, event_type: str, data: dict[str, Any]) -> None:
+    """The job's `import.finished` or `export.finished`, naming its owner; a failed job's only when the database
+    still answers (what failed may be the database)."""
+    subject = Subject("job", run.id)
+    data = {"job_id": str(run.id), "owner": run.job.meta.get(OWNER), **data}
+    if data["status"] == "complete":
+        await record_on(run.connection, event_type, subject, data)
+        return
+    try:
+        await record_on(run.connection, event_type, subject, data)
+    except Exception:  # the job's failure is what the caller sees; a lost event here is logged
+        log.warning("could not record the failed job's event", exc_info=True)
 
 
 async def _import(run: JobRun, source: Path, file_format: ImportFormat, on_duplicate: OnDuplicate) -> ImportCounts:
@@ -78,7 +99,7 @@ async def _import(run: JobRun, source: Path, file_format: ImportFormat, on_dupli
     checker = RowChecker()
     report_path = run.result_file(".errors.ndjson")
     await run.report(processed=0, total=total)
-    batches = UserImportBatches(run.connection, on_duplicate)
+    batches = UserImportBatches(run.connection, on_duplicate, job_id=str(run.id))
     with source.open("rb") as file, write_whole(report_path) as report:
         valid: list[tuple[int, UserCreate]] = []
         errors: list[RowError] = []
@@ -151,8 +172,20 @@ async def export_users(
 ) -> dict[str, Any]:
     """Write the users the filters select, in keyset order, to a file that `GET /jobs/{id}/result` serves."""
     query = UserExportQuery(format=format, is_active=is_active, email=email, q=q)
+    try:
+        written = await _export(run, query)
+    except Exception:
+        if run.job.attempts >= run.job.retries:
+            await _record_finished(run, "export.finished", {"status": "failed"})
+        raise
+    await _record_finished(run, "export.finished", {"status": "complete", "exported": written})
+    return {"rows": written}
+
+
+async def _export(run: JobRun, query: UserExportQuery) -> int:
     # UserExports only runs queries, which the run's connection takes as a pool does (its annotation is too narrow).
     exports = UserExports(run.connection)
+    format = query.format
     total = await exports.count(query)
     await run.report(processed=0, total=total)
     path = run.result_file(f".{format}")
@@ -167,4 +200,4 @@ async def export_users(
     await run.report(processed=written, total=written)
     await run.keep_result(path, MEDIA_TYPES[format])
     log.info("users exported", rows=written)
-    return {"rows": written}
+    return written

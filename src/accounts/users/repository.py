@@ -22,6 +22,10 @@ from accounts.users.models import User
 from accounts.users.schemas import UserExportQuery, UserListQuery, UserPage, UserRead
 
 _COLUMNS = ", ".join(UserRead.__struct_fields__)
+_USERS_COLUMNS = ", ".join(f"users.{name}" for name in UserRead.__struct_fields__)
+_EVENT = "INSERT INTO events (type, subject_type, subject_id, actor_type, actor_id, request_id, data)"
+EventActor = tuple[str, str | None, str | None]
+"""(actor_type, actor_id, request_id) of the events a statement writes (accounts.events.services.actor_values)."""
 _BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
 # $3 (when not NULL) is the one user the caller may see: the others are never read, so nothing tells they exist.
 _BY_IDS_OR_EMAILS = (
@@ -79,26 +83,37 @@ class UserRepository:
     async def exists(self, user_id: UUID) -> bool:
         return await self.pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id) is not None
 
-    async def update(self, user_id: UUID, changes: dict[str, Any], versions: list[int] | None) -> UserRead | None:
-        """Set `changes` if the user's version is one of `versions` (any, if None); None when no row changed."""
+    async def update(
+        self, user_id: UUID, changes: dict[str, Any], versions: list[int] | None, events: EventActor | None = None
+    ) -> UserRead | None:
+        """Set `changes` if the user's version is one of `versions` (any, if None); None when no row changed.
+
+        With `events`, the same statement records `user.updated` with the fields whose value changed (none: no
+        event), and `user.deactivated` or `user.reactivated` when is_active changed: one round trip, one commit."""
         # Column names come from the Struct's fields, never from the request; values are $n parameters.
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
         condition = "" if versions is None else f" AND version = ANY(${len(changes) + 2}::int[])"
-        record = await self.pool.fetchrow(
-            f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1{condition} RETURNING {_COLUMNS}",  # noqa: S608
-            user_id,
-            *changes.values(),
-            *([] if versions is None else [versions]),
-        )
+        values = [user_id, *changes.values(), *([] if versions is None else [versions])]
+        if events is None:
+            statement = (
+                f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1{condition} RETURNING {_COLUMNS}"  # noqa: S608
+            )
+        else:
+            statement = _update_with_events(changes, assignments, condition, len(values))
+            values.extend(events)
+        record = await self.pool.fetchrow(statement, *values)
         return None if record is None else UserRead(**record)
 
-    async def delete(self, user_id: UUID, versions: list[int] | None) -> bool:
-        """Delete the user if their version is one of `versions` (any, if None); their tokens and keys go too."""
-        deleted = await self.pool.fetchval(
-            "DELETE FROM users WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id",
-            user_id,
-            versions,
-        )
+    async def delete(self, user_id: UUID, versions: list[int] | None, events: EventActor | None = None) -> bool:
+        """Delete the user if their version is one of `versions` (any, if None); their tokens and keys go too.
+        With `events`, the same statement records `user.deleted`."""
+        statement = "DELETE FROM users WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id"
+        if events is not None:
+            statement = (
+                f"WITH deleted AS ({statement}), recorded AS ({_EVENT}"  # noqa: S608 - fixed fragments
+                " SELECT 'user.deleted', 'user', id::text, $3, $4, $5, '{}' FROM deleted) SELECT id FROM deleted"
+            )
+        deleted = await self.pool.fetchval(statement, user_id, versions, *(events or ()))
         return deleted is not None
 
     async def page(self, query: UserListQuery) -> UserPage:
@@ -160,11 +175,13 @@ class UserRepository:
         ).scalar_one_or_none()
 
     @staticmethod
-    async def set(session: AsyncSession, user_id: UUID, *conditions: ColumnElement[bool], **values: Any) -> None:
-        """Set columns of one user, if `conditions` hold (`token_version=User.token_version + 1` works too)."""
-        await session.execute(
+    async def set(session: AsyncSession, user_id: UUID, *conditions: ColumnElement[bool], **values: Any) -> bool:
+        """Set columns of one user, if `conditions` hold (`token_version=User.token_version + 1` works too);
+        whether a row changed."""
+        result = await session.execute(
             update(User).where(User.id == user_id, *conditions).values(**values, updated_at=func.now())
         )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     @staticmethod
     async def row(session: AsyncSession, user_id: UUID) -> User | None:
@@ -172,6 +189,32 @@ class UserRepository:
         return (
             await session.execute(select(User).where(User.id == user_id).execution_options(bind_group=PRIMARY))
         ).scalar_one_or_none()
+
+
+def _update_with_events(changes: dict[str, Any], assignments: str, condition: str, count: int) -> str:
+    """The update of `update`, locking the row first to read the values it replaces, and recording its events;
+    the actor's three values are the parameters after the `count` of the update's own."""
+    actor = f"${count + 1}, ${count + 2}, ${count + 3}"
+    old = ", ".join(f"old.{name} AS old_{name}" for name in changes)
+    diff = " || ".join(
+        f"CASE WHEN {name} IS DISTINCT FROM old_{name} THEN jsonb_build_object('{name}', {name}) ELSE '{{}}' END"
+        for name in changes
+    )
+    statement = (
+        f"WITH old AS (SELECT id, {', '.join(changes)} FROM users WHERE id = $1 FOR UPDATE),"  # noqa: S608
+        f" updated AS (UPDATE users SET {assignments}, updated_at = now() FROM old WHERE users.id = old.id{condition}"
+        f" RETURNING {_USERS_COLUMNS}, {old}),"
+        f" changed AS (SELECT id, {diff} AS changes{', is_active, old_is_active' if 'is_active' in changes else ''}"
+        " FROM updated),"
+        f" recorded AS ({_EVENT} SELECT 'user.updated', 'user', id::text, {actor},"
+        " jsonb_build_object('changes', changes) FROM changed WHERE changes <> '{}'"
+    )
+    if "is_active" in changes:
+        statement += (
+            " UNION ALL SELECT CASE WHEN is_active THEN 'user.reactivated' ELSE 'user.deactivated' END, 'user',"  # noqa: S608
+            f" id::text, {actor}, '{{}}' FROM changed WHERE is_active IS DISTINCT FROM old_is_active"
+        )
+    return f"{statement}) SELECT {_COLUMNS} FROM updated"  # noqa: S608 - names from UserRead, values as $n
 
 
 def _prefix_pattern(text: str) -> str:

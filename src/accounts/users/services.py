@@ -21,6 +21,7 @@ from uuid_utils.compat import uuid7
 
 from accounts.core.errors import FieldError, InvalidInput, NotFound, PreconditionFailed
 from accounts.core.passwords import hash_password, refuse_weak_password
+from accounts.events.services import Subject, actor_values, record, recording
 from accounts.users.models import User
 from accounts.users.repository import UserRepository, filters
 from accounts.users.schemas import (
@@ -70,7 +71,9 @@ class UserService:
                 "password", password, email=values["email"], username=data.username, full_name=data.full_name
             )
             values["hashed_password"] = await hash_password(password)
-        return await self.repository.insert(session, values | {"is_superuser": admin})
+        user = await self.repository.insert(session, values | {"is_superuser": admin})
+        await record(session, "user.created", Subject("user", user.id), created_data(user))
+        return user
 
     async def get(self, user_id: UUID, *, primary: bool = False) -> UserRead:
         user = await self.repository.get(user_id, primary=primary)
@@ -115,7 +118,7 @@ class UserService:
             if versions is not None and user.version not in versions:
                 raise PreconditionFailed
             return user
-        updated = await self.repository.update(user_id, changes, versions)
+        updated = await self.repository.update(user_id, changes, versions, actor_values() if recording() else None)
         if updated is None:
             await self._explain_miss(user_id)
         if changes.keys() & {"is_active", "is_superuser"}:
@@ -124,7 +127,7 @@ class UserService:
 
     async def delete(self, user_id: UUID, *, versions: list[int] | None = None) -> None:
         """Delete the user if their version is one of `versions` (any, if None); their tokens and keys go too."""
-        if not await self.repository.delete(user_id, versions):
+        if not await self.repository.delete(user_id, versions, actor_values() if recording() else None):
             await self._explain_miss(user_id)
         self.on_credentials_changed(user_id)
 
@@ -166,7 +169,9 @@ class UserService:
         values: dict[str, Any] = {"hashed_password": hashed_password, "token_version": User.token_version + 1}
         if verified_email:
             values["email_verified_at"] = _coalesce_now(User.email_verified_at)
-        await self.repository.set(session, user_id, **values)
+        if await self.repository.set(session, user_id, **values):
+            how = "reset" if verified_email else "change"
+            await record(session, "user.password_changed", Subject("user", user_id), {"how": how})
 
     async def rehash_password(self, session: AsyncSession, user_id: UUID, hashed_password: str) -> None:
         """The same password, hashed with the current parameters: its tokens keep working."""
@@ -174,10 +179,13 @@ class UserService:
 
     async def revoke_tokens(self, session: AsyncSession, user_id: UUID) -> None:
         """Every access token issued to the user before now stops working (logging out everywhere)."""
-        await self.repository.set(session, user_id, token_version=User.token_version + 1)
+        if await self.repository.set(session, user_id, token_version=User.token_version + 1):
+            await record(session, "user.logged_out_everywhere", Subject("user", user_id))
 
-    async def mark_email_verified(self, session: AsyncSession, user_id: UUID) -> None:
-        await self.repository.set(session, user_id, User.email_verified_at.is_(None), email_verified_at=func.now())
+    async def mark_email_verified(self, session: AsyncSession, user_id: UUID, email: str | None = None) -> None:
+        """Mark the user's address verified (`email`: the address the link was sent to, for the event)."""
+        if await self.repository.set(session, user_id, User.email_verified_at.is_(None), email_verified_at=func.now()):
+            await record(session, "user.email_verified", Subject("user", user_id), {"email": email} if email else {})
 
 
 def _batch_error(detail: str) -> InvalidInput:
@@ -198,6 +206,17 @@ def _normalised_filters(query: FilteredQuery) -> FilteredQuery:
         email=normalise_email(query.email) if query.email is not None else None,
         q=query.q.lower() if query.q else query.q,
     )
+
+
+def created_data(user: User) -> dict[str, Any]:
+    """The `data` of a user's `user.created`: what identifies and describes them, never the password hash."""
+    return {
+        "email": user.email,
+        "username": user.username,
+        "full_name": user.full_name,
+        "is_active": user.is_active,
+        "is_superuser": user.is_superuser,
+    }
 
 
 def to_read(user: User) -> UserRead:
@@ -235,6 +254,31 @@ _INSERT = (
     " FROM user_import ORDER BY line ON CONFLICT (email) DO NOTHING"
 )
 _BATCH_ATTEMPTS = 3
+# With events: each created and each changed user's event in the same statement ($1: the job id). An import's
+# actor is the system; `before` is the row as the statement found it, for the fields that changed.
+_IMPORT_FIELDS = ("username", "full_name", "bio")
+_UPDATE_WITH_EVENTS = (
+    "WITH updated AS ("  # noqa: S608 - fixed fragments
+    + _UPDATE.replace(
+        "FROM user_import AS staged WHERE", "FROM user_import AS staged, users AS before WHERE before.id = users.id AND"
+    )
+    + " RETURNING users.id, "
+    + ", ".join(f"users.{name}, before.{name} AS old_{name}" for name in _IMPORT_FIELDS)
+    + "), recorded AS (INSERT INTO events (type, subject_type, subject_id, actor_type, data)"
+    " SELECT 'user.updated', 'user', id::text, 'system', jsonb_build_object('changes', "
+    + " || ".join(
+        f"CASE WHEN {name} IS DISTINCT FROM old_{name} THEN jsonb_build_object('{name}', {name}) ELSE '{{}}' END"
+        for name in _IMPORT_FIELDS
+    )
+    + ", 'source', 'import', 'job_id', $1::text) FROM updated) SELECT count(*) FROM updated"
+)
+_INSERT_WITH_EVENTS = (
+    f"WITH inserted AS ({_INSERT} RETURNING id, email, username, full_name),"  # noqa: S608 - fixed fragments
+    " recorded AS (INSERT INTO events (type, subject_type, subject_id, actor_type, data)"
+    " SELECT 'user.created', 'user', id::text, 'system', jsonb_build_object('email', email, 'username', username,"
+    " 'full_name', full_name, 'is_active', true, 'is_superuser', false, 'source', 'import', 'job_id', $1::text)"
+    " FROM inserted) SELECT count(*) FROM inserted"
+)
 
 
 class ImportedBatch(msgspec.Struct, kw_only=True):
@@ -255,9 +299,13 @@ class UserImportBatches:
     temporary table and inserted (or merged) by one statement, in one transaction, so a batch is written
     whole or not at all. Duplicates are matched by e-mail (stored lower-cased)."""
 
-    def __init__(self, connection: asyncpg.Connection | PoolConnectionProxy, on_duplicate: OnDuplicate) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection | PoolConnectionProxy, on_duplicate: OnDuplicate, job_id: str = ""
+    ) -> None:
         self.connection = connection
         self.updates = on_duplicate == "update"
+        self.job_id = job_id
+        """Named in the events of the users it creates and changes."""
 
     async def existing_emails(self, emails: list[str]) -> set[str]:
         """Which of these (lower-cased) e-mails belong to users already."""
@@ -279,8 +327,8 @@ class UserImportBatches:
                     await self.connection.execute(_STAGING)
                     await self.connection.copy_records_to_table("user_import", records=records, columns=_STAGED_COLUMNS)
                     taken = await self.connection.fetch(taken_check)
-                    updated = _row_count(await self.connection.execute(_UPDATE)) if self.updates else 0
-                    created = _row_count(await self.connection.execute(_INSERT))
+                    updated = await self._run(_UPDATE, _UPDATE_WITH_EVENTS) if self.updates else 0
+                    created = await self._run(_INSERT, _INSERT_WITH_EVENTS)
             except asyncpg.UniqueViolationError:
                 if last:
                     raise
@@ -288,6 +336,13 @@ class UserImportBatches:
             errors = [RowError(line=record["line"], error="the username is already taken") for record in taken]
             return ImportedBatch(created=created, updated=updated, errors=errors)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run(self, statement: str, with_events: str) -> int:
+        """Run a write of the batch, recording its events when events are on; how many users it wrote."""
+        if not recording():
+            return _row_count(await self.connection.execute(statement))
+        written: int = await self.connection.fetchval(with_events, self.job_id)
+        return written
 
 
 def _row_count(status: str) -> int:

@@ -1,0 +1,188 @@
+"""Per worker: one LISTEN connection, one feed read per wake, the recent events kept in memory for every stream.
+
+A subscriber costs no task, queue or query of its own while it is idle or at the head of the feed: all wait on
+one shared future, which the worker's reader resolves each time the feed moves on, and then take what is new
+from the shared tail (each event encoded once). A subscriber behind the tail (resuming from an old cursor) reads
+the feed itself until it catches up. Without notifications (the connection is down) the reader polls each second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import asyncpg
+import msgspec
+import structlog
+
+from accounts.events.schemas import EventRead
+from accounts.events.services import EventFeed, FeedItem, Position
+
+CHANNEL = "accounts_events"
+TAIL = 10_000
+"""Events kept in memory per worker, for subscribers at or near the head."""
+READ_PAGE = 1000
+POLL_SECONDS = 5.0
+"""A read this often even with notifications: a lost one (a reconnect) delays events, never loses them."""
+POLL_SECONDS_UNLISTENED = 1.0
+RETRY_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+"""Re-reads after a notification whose transaction is not yet below the horizon (an older one is still open)."""
+
+log = structlog.get_logger("accounts.events.stream")
+_encoder = msgspec.json.Encoder()
+
+
+class TailItem(NamedTuple):
+    position: Position
+    event: EventRead
+    json: str
+    """The event as JSON, encoded once for every subscriber."""
+
+
+def tail_item(item: FeedItem) -> TailItem:
+    return TailItem(item.position, item.event, _encoder.encode(item.event).decode())
+
+
+class EventBroadcaster:
+    """The feed as this worker has read it up to `head`, and a wake-up for everyone waiting for more."""
+
+    def __init__(self, feed: EventFeed, listen_dsn: str) -> None:
+        self.feed = feed
+        self._listen_dsn = listen_dsn
+        self.head = Position(0, 0)
+        """Every feed event up to here has been read; its tail holds those after `_floor`."""
+        self._floor = self.head
+        self._tail: list[TailItem] = []
+        self._announced = 0
+        """The highest xid a notification named: while head's xid is not past it, an event is still to come."""
+        self._advanced: asyncio.Future[None] | None = None
+        self._wanted = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start at the head of the feed (as it is now), listening; should the database be down, keep trying."""
+        self._advanced = asyncio.get_running_loop().create_future()
+        self._tasks = [asyncio.create_task(self._read_forever()), asyncio.create_task(self._keep_listening())]
+
+    async def stop(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        self._wake()
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    def after(
+        self, position: Position, types: Sequence[str] = (), subject: tuple[str, str | None] | None = None
+    ) -> list[TailItem] | None:
+        """The feed events after `position` up to `head` that pass the filters; None when `position` is before
+        the tail (read those from the feed)."""
+        if position < self._floor or self.head == Position(0, 0):
+            return None
+        start = bisect.bisect_right(self._tail, position, key=lambda item: item.position)
+        items = self._tail[start:]
+        if types:
+            items = [item for item in items if item.event.type in types]
+        if subject is not None:
+            items = [item for item in items if _about(item.event, subject)]
+        return items
+
+    async def changed(self, timeout: float) -> bool:
+        """Wait until the head moves on (True) or `timeout` seconds pass (False)."""
+        if self._advanced is None or self._closed:
+            await asyncio.sleep(timeout)
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._advanced)  # shared: a waiter's timeout must not cancel it
+        except TimeoutError:
+            return False
+        return True
+
+    def _wake(self) -> None:
+        if self._advanced is not None and not self._advanced.done():
+            self._advanced.set_result(None)
+        if not self._closed:
+            self._advanced = asyncio.get_running_loop().create_future()
+
+    def _on_notification(self, _connection: Any, _pid: int, _channel: str, payload: object) -> None:
+        with contextlib.suppress(ValueError):
+            self._announced = max(self._announced, int(str(payload)))
+        self._wanted.set()
+
+    async def _read_forever(self) -> None:
+        while not self._closed:
+            try:
+                if self.head == Position(0, 0):
+                    self.head = self._floor = await self.feed.head()
+                await self._catch_up()
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                log.warning("could not read the event feed; retrying", exc_info=True)
+                await asyncio.sleep(POLL_SECONDS_UNLISTENED)
+                continue
+            poll = POLL_SECONDS if self.listening else POLL_SECONDS_UNLISTENED
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll):
+                    await self._wanted.wait()
+
+    async def _catch_up(self) -> None:
+        """Read until the head passes every transaction announced so far (or nothing more is to come)."""
+        retries = iter(RETRY_SECONDS)
+        while True:
+            self._wanted.clear()
+            batch = await self.feed.read(self.head, READ_PAGE)
+            if batch.items:
+                self._keep([tail_item(item) for item in batch.items])
+            moved = batch.next != self.head
+            self.head = batch.next
+            if moved:
+                self._wake()
+            if len(batch.items) == READ_PAGE:
+                continue
+            if self._announced < self.head.xid:
+                return
+            # An announced commit is still behind an older open transaction: look again soon, or on the next wake.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(next(retries, RETRY_SECONDS[-1])):
+                    await self._wanted.wait()
+
+    def _keep(self, items: list[TailItem]) -> None:
+        self._tail.extend(items)
+        if len(self._tail) > 2 * TAIL:  # trimmed in steps, so appending stays amortised O(1)
+            self._floor = self._tail[-TAIL - 1].position
+            del self._tail[:-TAIL]
+
+    async def _listen(self) -> None:
+        connection = await asyncpg.connect(self._listen_dsn, timeout=5)
+        await connection.add_listener(CHANNEL, self._on_notification)
+        connection.add_termination_listener(self._on_lost)
+        self._listener = connection
+        self._wanted.set()  # anything committed before we listened is read now
+
+    def _on_lost(self, _connection: object) -> None:
+        self._listener = None
+        if not self._closed:
+            log.warning("event stream lost its notification connection; reconnecting")
+            self._tasks.append(asyncio.create_task(self._keep_listening()))
+
+    async def _keep_listening(self) -> None:
+        while not self._closed and self._listener is None:
+            try:
+                await self._listen()
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                await asyncio.sleep(POLL_SECONDS_UNLISTENED)
+
+
+def _about(event: EventRead, subject: tuple[str, str | None]) -> bool:
+    return event.subject.type == subject[0] and (subject[1] is None or event.subject.id == subject[1])
