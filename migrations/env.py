@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import accounts.auth.models
 import accounts.core.http.idempotency
+import accounts.core.limits
 import accounts.events.models
 import accounts.mail.models
+import accounts.mfa.models
 import accounts.users.models  # noqa: F401
 from accounts.core.db import Base, include_object
 

@@ -27,6 +27,10 @@ TABLES = (
     "outbox_messages",
     "oauth_clients",
     "revoked_tokens",
+    "sessions",
+    "mfa_challenges",
+    "totp_factors",
+    "recovery_codes",
     "events",
 )
 

@@ -24,6 +24,7 @@ from accounts.auth.controllers import (
     DiscoveryController,
     JwksController,
     PasswordController,
+    SessionController,
 )
 from accounts.auth.keys import SigningKeys
 from accounts.auth.tokens import AccessTokens
@@ -45,6 +46,9 @@ from accounts.events.controllers import AuditEventController, EventController
 from accounts.events.services import AuditTrail, EventFeed, set_recording
 from accounts.events.stream import EventBroadcaster
 from accounts.jobs.controllers import JobController
+from accounts.mfa import schemas as mfa_schemas
+from accounts.mfa.controllers import SecondFactorController
+from accounts.mfa.totp import SecretSealer
 from accounts.jobs.services import Jobs
 from accounts.system.controllers import HealthController, MetricsController
 from accounts.users import schemas as users_schemas
@@ -72,8 +76,10 @@ API = Router(
         AuthController,
         UserController,
         PasswordController,
+        SessionController,
         ApiKeyController,
         OAuthClientController,
+        SecondFactorController,
         JobController,
         EventController,
         AuditEventController,
@@ -81,7 +87,12 @@ API = Router(
     before_request=check_input,  # query strings and forms that are not UTF-8; JSON bodies are BodyRequest's
 )
 """Every endpoint of the API proper, under one prefix; health, keys, discovery and metrics stay at the root."""
-REQUEST_EXAMPLES = (*users_schemas.REQUEST_EXAMPLES, *auth_schemas.REQUEST_EXAMPLES, *clients_schemas.REQUEST_EXAMPLES)
+REQUEST_EXAMPLES = (
+    *users_schemas.REQUEST_EXAMPLES,
+    *auth_schemas.REQUEST_EXAMPLES,
+    *clients_schemas.REQUEST_EXAMPLES,
+    *mfa_schemas.REQUEST_EXAMPLES,
+)
 """An example of every request body, for the OpenAPI document."""
 
 
@@ -158,7 +169,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
         middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"]), actor_context],
-        state=State({"settings": settings, "tokens": tokens, "credentials": credentials}),
+        state=State(
+            {
+                "settings": settings,
+                "tokens": tokens,
+                "credentials": credentials,
+                "sealer": SecretSealer.from_settings(settings),
+            }
+        ),
         dependencies={"db_session": request_transactions(database), **{name: _from_state(name) for name in SHARED}},
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,

@@ -119,6 +119,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     password_reset_ttl: Annotated[int, msgspec.Meta(ge=300, le=86_400)] = 3_600
     password_reset_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """At most one password-reset e-mail per account within this many seconds."""
+    mfa_encryption_keys: str = ""
+    """Comma-separated base64url 32-byte AES keys that seal TOTP secrets at rest: the first seals, all open (rotate by
+    putting a new key first). Unset: a key generated in `data_dir` (fine for one machine; set it when servers share a
+    database)."""
+    mfa_token_ttl: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 300
+    """Seconds the `mfa_token` of a password login that needs a second factor stays usable (once)."""
+    totp_issuer: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^:\x00-\x1f\x7f]+$")] = (
+        "Accounts"
+    )
+    """The name authenticator apps show beside a TOTP code (the `issuer` of the `otpauth://` URI)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

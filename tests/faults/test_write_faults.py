@@ -10,6 +10,7 @@ The faults are triggers on every table of the service in a database of this modu
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
+import pyotp
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -28,7 +30,7 @@ from accounts.config import Settings
 from accounts.core.passwords import hash_password
 from tests.database import TABLES, CreateDatabase, migrate
 from tests.faults.tables import snapshot
-from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in
+from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in, unverified_parts
 from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
@@ -141,6 +143,8 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
         )
         admin_login = await log_in(client, admin)
         member_login = await log_in(client, member)
+        factors = await seed_second_factors(client, connection, faulty_database, password_hash, admin)
+        factors["member_session"] = session_of(member_login.headers)
         yield World(
             admin=admin_login.headers,
             member=member,
@@ -148,10 +152,53 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
             refresh_token=member_login.refresh_token,
             api_key_id=str(api_key_id),
             client_id=str(client_id),
+            extra=factors,
         )
     finally:
         await connection.execute("UPDATE fault_mode SET mode = 'off'")
         await connection.close()
+
+
+RECOVERY_CODE = "AAAA-BBBB-CCCC"
+TOTP_SECRET = b"the totp secret 0123"
+
+
+async def seed_second_factors(
+    client: Client, connection: asyncpg.Connection, database_url: str, password_hash: str, admin: Account
+) -> dict[str, Any]:
+    """A user logged in with TOTP on and a known recovery code (TOTP is turned off, recovery codes renewed), and an
+    enrolment of the admin's waiting for its first code (made by pyotp)."""
+    guarded = await insert_user(database_url, password_hash, "guarded")
+    guarded_login = await log_in(client, guarded)
+    sealer = client.app.state.sealer
+    for user_id, confirmed in ((uuid.UUID(guarded.id), True), (uuid.UUID(admin.id), False)):
+        await connection.execute(
+            "INSERT INTO totp_factors (user_id, sealed_secret, confirmed_at)"
+            " VALUES ($1, $2, CASE WHEN $3 THEN now() END)",
+            user_id,
+            sealer.seal(TOTP_SECRET, user_id),
+            confirmed,
+        )
+    await connection.execute(
+        "INSERT INTO recovery_codes (id, user_id, code_hash, created_at, updated_at) VALUES ($1, $2, $3, now(), now())",
+        uuid.uuid4(),
+        uuid.UUID(guarded.id),
+        hashlib.sha256(RECOVERY_CODE.replace("-", "").encode()).digest(),
+    )
+    return {"guarded_headers": guarded_login.headers}
+
+
+def session_of(headers: dict[str, str]) -> str:
+    """The session id (`sid`) of the access token in `headers`."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return str(unverified_parts(token)[1]["sid"])
+
+
+def factor_proof(world: World) -> dict[str, Any]:
+    return {
+        "json": {"password": PASSWORD, "recovery_code": RECOVERY_CODE},
+        "headers": world.extra["guarded_headers"],
+    }
 
 
 @dataclass(frozen=True)
@@ -223,6 +270,28 @@ WRITES = {
     ),
     "deleteOAuthClient": Write("DELETE", "/api/v1/oauth-clients/{w.client_id}", 204, lambda w: {"headers": w.admin}),
     "revokeToken": Write("POST", "/api/v1/auth/revoke", 200, lambda w: {"data": {"token": w.member_token}}),
+    "enrolTotp": Write("POST", "/api/v1/users/me/mfa/totp", 200, lambda w: {"headers": w.member_headers}),
+    "confirmTotp": Write(
+        "POST",
+        "/api/v1/users/me/mfa/totp/confirm",
+        200,
+        lambda w: {"json": {"code": pyotp.TOTP(base64.b32encode(TOTP_SECRET).decode()).now()}, "headers": w.admin},
+    ),
+    "disableTotp": Write("POST", "/api/v1/users/me/mfa/totp/disable", 204, factor_proof),
+    "renewRecoveryCodes": Write("POST", "/api/v1/users/me/mfa/recovery-codes", 200, factor_proof),
+    "resetUserSecondFactors": Write("DELETE", "/api/v1/users/{w.member.id}/mfa", 204, lambda w: {"headers": w.admin}),
+    "endMySession": Write(
+        "DELETE",
+        "/api/v1/users/me/sessions/{w.extra[member_session]}",
+        204,
+        lambda w: {"headers": w.member_headers},
+    ),
+    "endUserSession": Write(
+        "DELETE",
+        "/api/v1/users/{w.member.id}/sessions/{w.extra[member_session]}",
+        204,
+        lambda w: {"headers": w.admin},
+    ),
 }
 """Every operation of the OpenAPI document that writes the service's tables (test_every_write_is_in_the_table
 keeps it so)."""

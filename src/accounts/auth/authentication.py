@@ -62,6 +62,7 @@ class Authenticator:
             return Principal(client_id=holder.id, scopes=frozenset(claims.scope.split()) & holder.scopes)
         return Principal(
             user_id=claims.sub,
+            session_id=claims.sid,
             is_admin=holder.is_superuser,
             scopes=ADMIN_SCOPES if holder.is_superuser else frozenset(),
         )

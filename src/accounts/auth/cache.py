@@ -1,11 +1,12 @@
 """What each API worker remembers about credentials, kept true by PostgreSQL notifications.
 
 Access tokens verify without the database, but a deactivated user, a changed password, a revoked API
-key, a deleted service client or a revoked access token must stop working at once. Each worker caches
-the few facts that decide that, and triggers on `users`, `api_keys`, `oauth_clients` (migrations 0002,
-0010) send `NOTIFY accounts_auth` on every change to them, which evicts the entry in every worker; an
-insert into `revoked_tokens` adds its jti to every worker's refusals. While the listening connection is
-down nothing is cached and each revocation is looked up.
+key, a deleted service client, a revoked access token or an ended session must stop working at once.
+Each worker caches the few facts that decide that, and triggers on `users`, `api_keys`, `oauth_clients`
+(migrations 0002, 0010) send `NOTIFY accounts_auth` on every change to them, which evicts the entry in
+every worker; an insert into `revoked_tokens` adds its jti to every worker's refusals, and an ended
+session (migration 0011) its id. While the listening connection is down nothing is cached and each
+revocation is looked up.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accounts.auth.models import ApiKey, RevokedToken
-from accounts.auth.tokens import AccessClaims
+from accounts.auth.models import ApiKey, RevokedToken, UserSession
+from accounts.auth.tokens import LEEWAY_SECONDS, MAX_ACCESS_TOKEN_TTL, AccessClaims
 from accounts.clients.models import OAuthClient
 from accounts.core.security import same_hash
 
@@ -81,6 +82,8 @@ class CredentialCache:
         self._clients: dict[UUID, ClientState] = {}
         self._revoked: dict[str, int] = {}
         """jti -> expiry of the access tokens revoked before they expire; complete while the listener is up."""
+        self._ended_sessions: dict[UUID, int] = {}
+        """session id -> when it ended, for the sessions ended within the longest access-token lifetime."""
         self._generation = 0
         self._listener: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
@@ -151,8 +154,24 @@ class CredentialCache:
         async with self._engine.connect() as connection:
             return await connection.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti)) is not None
 
+    async def session_ended(self, session_id: UUID) -> bool:
+        """Whether the session (login) an access token was issued in has ended."""
+        if self._listener is not None:
+            return session_id in self._ended_sessions
+        async with self._engine.connect() as connection:
+            ended = await connection.scalar(select(UserSession.revoked_at).where(UserSession.id == session_id))
+        return ended is not None
+
+    def note_session_ended(self, session_id: UUID, ended_at: int) -> None:
+        """Refuse the session's access tokens in this worker (after the commit that ended it); the others hear it from
+        the database."""
+        if len(self._ended_sessions) >= MAX_ENTRIES:
+            oldest = time.time() - MAX_ACCESS_TOKEN_TTL - LEEWAY_SECONDS
+            self._ended_sessions = {key: at for key, at in self._ended_sessions.items() if at > oldest}
+        self._ended_sessions[session_id] = ended_at
+
     def note_revoked(self, jti: str, expires: int) -> None:
-        """Refuse the token in this worker now; the others hear it from the database on commit."""
+        """Refuse the token in this worker (after the commit that revoked it); the others hear it from the database."""
         if len(self._revoked) >= MAX_ENTRIES:
             now = time.time()
             self._revoked = {key: exp for key, exp in self._revoked.items() if exp > now}
@@ -162,6 +181,8 @@ class CredentialCache:
         """Whom a validly signed access token speaks for, if it still works: None once it is revoked, its user
         deactivated or logged out everywhere (a newer token version), or its client deleted."""
         if await self.is_revoked(claims.jti):
+            return None
+        if claims.sid is not None and await self.session_ended(claims.sid):
             return None
         if claims.client_id is not None:
             return await self.client(claims.client_id)
@@ -199,6 +220,11 @@ class CredentialCache:
             with contextlib.suppress(ValueError):
                 self.note_revoked(jti, int(expires))
             return
+        if table == "sessions":
+            session_id, _, ended_at = row_id.partition(":")
+            with contextlib.suppress(ValueError):
+                self.note_session_ended(UUID(session_id), int(ended_at))
+            return
         caches: dict[str, tuple[dict[Any, Any], Callable[[UUID], None]]] = {
             "users": (self._users, self.forget_user),
             "api_keys": (self._keys, self.forget_api_key),
@@ -224,6 +250,12 @@ class CredentialCache:
             "SELECT jti, extract(epoch FROM expires_at)::bigint AS exp FROM revoked_tokens WHERE expires_at > now()"
         )
         self._revoked.update((row["jti"], row["exp"]) for row in rows)
+        rows = await connection.fetch(
+            "SELECT id, extract(epoch FROM revoked_at)::bigint AS ended_at FROM sessions"
+            " WHERE revoked_at > now() - make_interval(secs => $1)",
+            MAX_ACCESS_TOKEN_TTL + LEEWAY_SECONDS,
+        )
+        self._ended_sessions.update((UUID(bytes=row["id"].bytes), row["ended_at"]) for row in rows)
         connection.add_termination_listener(self._on_lost)
         self._listener = connection
 

@@ -15,23 +15,28 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Body, JSONBody, Parameter
 from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.auth.authentication import Authenticator
+from accounts.auth.models import UserSession
 from accounts.auth.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyList,
     EmailVerification,
     JwkSet,
+    MfaRequired,
     PasswordChange,
     PasswordResetConfirm,
     PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
     ServerMetadata,
+    SessionList,
+    SessionRead,
     TokenIntrospection,
     TokenIntrospectionRequest,
     TokenPair,
@@ -40,13 +45,24 @@ from accounts.auth.schemas import (
     TokenRevocationRequest,
     UserInfo,
 )
-from accounts.auth.services import AccountEmails, ApiKeyService, AuthService, InvalidClient, to_key_read
+from accounts.auth.services import (
+    AccountEmails,
+    ApiKeyService,
+    AuthService,
+    Device,
+    InvalidClient,
+    MfaChallengeIssued,
+    SignedIn,
+    to_key_read,
+)
+from accounts.auth.sessions import SessionService
 from accounts.auth.tokens import ALGORITHM, AccessTokens
 from accounts.config import Settings
 from accounts.core.errors import (
     FieldError,
     Forbidden,
     InvalidInput,
+    NotFound,
     UnsupportedGrantType,
     oauth_error_responses,
     oauth_exception_handlers,
@@ -75,7 +91,14 @@ NO_STORE = CacheControlHeader(no_store=True)
 # Providers take the app's State rather than each shared object by name: one dependency to resolve instead of five
 # (Litestar resolves several at once in a task group, ~40 us a request).
 def provide_auth_service(db_session: NamedDependency[AsyncSession], state: State) -> AuthService:
-    return AuthService(db_session, state.tokens, state.settings, state.users, state.credentials)
+    return AuthService(
+        db_session,
+        tokens=state.tokens,
+        settings=state.settings,
+        users=state.users,
+        credentials=state.credentials,
+        sealer=state.sealer,
+    )
 
 
 def provide_account_emails(db_session: NamedDependency[AsyncSession], state: State) -> AccountEmails:
@@ -90,7 +113,35 @@ def client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
-GRANT_TYPES = ("password", "refresh_token", "client_credentials")
+def device(request: Request[Any, Any, Any]) -> Device:
+    """Where the request comes from, as a session remembers it (a user agent cut to what the column holds)."""
+    return Device(user_agent=request.headers.get("user-agent", "")[:512] or None, address=client_address(request))
+
+
+def signed_in(request: Request[Any, Any, Any], result: SignedIn | MfaChallengeIssued) -> Response[Any]:
+    """A login's answer: its tokens (and the new-device notice enqueued after the commit), or the `mfa_required`
+    challenge (403, as Auth0's MFA grant has it)."""
+    if isinstance(result, MfaChallengeIssued):
+        detail = "The password was right; this account also needs a second factor to log in."
+        body = MfaRequired(
+            type="/problems/mfa-required",
+            title="Forbidden",
+            status=403,
+            detail=detail,
+            error="mfa_required",
+            error_description=detail,
+            mfa_token=result.mfa_token,
+            expires_in=result.expires_in,
+            mfa_methods=result.methods,
+        )
+        return Response(body, status_code=403, media_type="application/json")
+    background = BackgroundTask(enqueue_email, request.app.state.jobs, result.notice) if result.notice else None
+    return Response(TokenResponse(**msgspec.structs.asdict(result.tokens)), background=background)
+
+
+MFA_OTP = "http://auth0.com/oauth/grant-type/mfa-otp"
+MFA_RECOVERY_CODE = "http://auth0.com/oauth/grant-type/mfa-recovery-code"
+GRANT_TYPES = ("password", "refresh_token", "client_credentials", MFA_OTP, MFA_RECOVERY_CODE)
 INTROSPECT = "tokens:introspect"
 
 
@@ -139,33 +190,50 @@ class AuthController(Controller):
         "logs a user in; `grant_type=refresh_token&refresh_token=...` renews a user's tokens; "
         "`grant_type=client_credentials` (with an optional space-separated `scope`) gives a service client a token "
         "of its own, the client authenticating with HTTP Basic (`client_secret_basic`) or `client_id` and "
-        "`client_secret` form fields (`client_secret_post`). Errors are RFC 6749 section 5.2 JSON (`error`, "
+        "`client_secret` form fields (`client_secret_post`). A user with a second factor gets 403 `mfa_required` "
+        "and an `mfa_token` from the password grant; "
+        "`grant_type=http://auth0.com/oauth/grant-type/mfa-otp&mfa_token=...&otp=...` (or `.../mfa-recovery-code` "
+        "with `recovery_code`) then gives the tokens. Errors are RFC 6749 section 5.2 JSON (`error`, "
         "`error_description`): 400, but 401 `invalid_client` for a failed client authentication.",
         status_code=200,
         cache_control=NO_STORE,
-        responses=oauth_error_responses(400, 401, 408, 413, 415, 429, 503),
+        responses={
+            **oauth_error_responses(400, 401, 408, 413, 415, 429, 503),
+            403: ResponseSpec(
+                data_container=MfaRequired,
+                description="The password was right and a second factor is needed: `mfa_required` with an `mfa_token`",
+                media_type="application/json",
+                generate_examples=False,
+            ),
+        },
     )
     async def create_token(
         self,
         auth: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
         data: Annotated[TokenRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> TokenResponse:
+    ) -> Response[TokenResponse]:
         if data.grant_type == "client_credentials":
             client = client_credentials(request, data.client_id, data.client_secret)
             if client is None:
                 raise InvalidClient("Authenticate the client: HTTP Basic, or client_id and client_secret.")
-            return auth.grant_client(await auth.authenticate_client(*client), data.scope)
-        if data.grant_type == "password":
-            pair = await auth.login(required(data, "username"), required(data, "password"), client_address(request))
-        elif data.grant_type == "refresh_token":
+            return Response(auth.grant_client(await auth.authenticate_client(*client), data.scope))
+        if data.grant_type == "refresh_token":
             pair = await auth.refresh(required(data, "refresh_token"))
-        else:
-            raise UnsupportedGrantType(
-                f"grant_type: {data.grant_type!r} is not one of {', '.join(GRANT_TYPES)}",
-                errors=[FieldError(field="grant_type", message=f"expected one of {', '.join(GRANT_TYPES)}")],
+            return Response(TokenResponse(**msgspec.structs.asdict(pair)))
+        if data.grant_type == "password":
+            login = await auth.login(required(data, "username"), required(data, "password"), device(request))
+            return signed_in(request, login)
+        if data.grant_type in {MFA_OTP, MFA_RECOVERY_CODE}:
+            method, field = ("otp", "otp") if data.grant_type == MFA_OTP else ("recovery_code", "recovery_code")
+            login = await auth.complete_login(
+                required(data, "mfa_token"), method, required(data, field), device(request)
             )
-        return TokenResponse(**msgspec.structs.asdict(pair))
+            return signed_in(request, login)
+        raise UnsupportedGrantType(
+            f"grant_type: {data.grant_type!r} is not one of {', '.join(GRANT_TYPES)}",
+            errors=[FieldError(field="grant_type", message=f"expected one of {', '.join(GRANT_TYPES)}")],
+        )
 
     @post(
         "/introspect",
@@ -261,12 +329,13 @@ class AuthController(Controller):
         "/logout",
         opt=PUBLIC,
         name="logOut",
-        summary="Revoke a refresh token",
+        summary="End the session of a refresh token",
+        description="Its refresh tokens stop working, and so, at once, do the access tokens issued in it.",
         status_code=204,
         responses=problem_responses(400, 415),
     )
     async def log_out(self, auth: NamedDependency[AuthService], data: JSONBody[RefreshRequest]) -> None:
-        await auth.refresh_tokens.revoke(data.refresh_token)
+        await auth.sessions.end_by_token(data.refresh_token)
 
     @post(
         "/logout-all",
@@ -373,9 +442,10 @@ class AuthController(Controller):
         responses=problem_responses(400, 413, 415),
     )
     async def confirm_password_reset(
-        self, emails: NamedDependency[AccountEmails], data: JSONBody[PasswordResetConfirm]
-    ) -> None:
-        await emails.reset_password(data.token, data.new_password)
+        self, emails: NamedDependency[AccountEmails], jobs: NamedDependency[Jobs], data: JSONBody[PasswordResetConfirm]
+    ) -> Response[None]:
+        notice = await emails.reset_password(data.token, data.new_password)
+        return Response(None, status_code=204, background=BackgroundTask(enqueue_email, jobs, notice))
 
 
 class PasswordController(Controller):
@@ -395,9 +465,14 @@ class PasswordController(Controller):
         responses=problem_responses(400, 401, 403, 413, 415, 429),
     )
     async def change_my_password(
-        self, auth: NamedDependency[AuthService], request: AuthenticatedRequest, data: JSONBody[PasswordChange]
-    ) -> None:
-        await auth.change_password(request.user.own_user_id, data.current_password, data.new_password)
+        self,
+        auth: NamedDependency[AuthService],
+        jobs: NamedDependency[Jobs],
+        request: AuthenticatedRequest,
+        data: JSONBody[PasswordChange],
+    ) -> Response[None]:
+        notice = await auth.change_password(request.user.own_user_id, data.current_password, data.new_password)
+        return Response(None, status_code=204, background=BackgroundTask(enqueue_email, jobs, notice))
 
 
 class JwksController(Controller):
@@ -516,3 +591,123 @@ class ApiKeyController(Controller):
         key_id: Annotated[UUID, Parameter(description="The API key's id.")],
     ) -> None:
         await api_keys.revoke_key(key_id)
+
+
+def provide_sessions(db_session: NamedDependency[AsyncSession], state: State) -> SessionService:
+    return SessionService(db_session, state.credentials)
+
+
+UserIdPath = Annotated[UUID, Parameter(description="The user's id.")]
+
+
+SessionId = Annotated[UUID, Parameter(description="The session's id.")]
+
+
+def _session_list(sessions: list[UserSession], current: UUID | None) -> SessionList:
+    return SessionList(
+        items=[
+            SessionRead(
+                id=each.id,
+                created_at=each.created_at,
+                last_used_at=each.last_used_at,
+                user_agent=each.user_agent,
+                address=each.address,
+                amr=list(each.amr),
+                current=each.id == current,
+            )
+            for each in sessions
+        ]
+    )
+
+
+class SessionController(Controller):
+    """Sessions (one per login): the user's own under `/users/me/sessions`, anyone's for admins; and an admin's reset
+    of a user's second factors."""
+
+    path = "/users"
+    tags = ["sessions"]
+    security = AUTHENTICATED
+    dependencies = {
+        "sessions": Provide(provide_sessions, sync_to_thread=False),
+        "auth": Provide(provide_auth_service, sync_to_thread=False),
+    }
+
+    @delete(
+        "/{user_id:str}/mfa",
+        name="resetUserSecondFactors",
+        summary="Remove a user's second factors (admins)",
+        description="For a user who lost their authenticator: TOTP and recovery codes are removed, so the next login "
+        "needs the password alone. The user gets an e-mail saying so.",
+        status_code=204,
+        tags=["mfa"],
+        guards=[requires_admin],
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def reset_user_second_factors(
+        self, auth: NamedDependency[AuthService], jobs: NamedDependency[Jobs], user_id: UserIdPath
+    ) -> Response[None]:
+        notice = await auth.reset_second_factors(user_id)
+        return Response(None, status_code=204, background=BackgroundTask(enqueue_email, jobs, notice))
+
+    @get(
+        "/me/sessions",
+        name="listMySessions",
+        summary="My sessions",
+        description="Every login whose refresh token still works, most recently used first; `current` marks the one "
+        "the calling token belongs to.",
+        guards=[requires_user],
+        cache_control=NO_STORE,
+        responses=problem_responses(401, 403),
+    )
+    async def list_my_sessions(
+        self, sessions: NamedDependency[SessionService], request: AuthenticatedRequest
+    ) -> SessionList:
+        return _session_list(await sessions.live(request.user.own_user_id), request.user.session_id)
+
+    @delete(
+        "/me/sessions/{session_id:str}",
+        name="endMySession",
+        summary="End one of my sessions",
+        description="Its refresh tokens stop working and, at once, its access tokens (the caller's own session too).",
+        status_code=204,
+        guards=[requires_user],
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def end_my_session(
+        self, sessions: NamedDependency[SessionService], request: AuthenticatedRequest, session_id: SessionId
+    ) -> None:
+        if not await sessions.end(request.user.own_user_id, session_id):
+            raise NotFound("You have no live session with this id.")
+
+    @get(
+        "/{user_id:str}/sessions",
+        name="listUserSessions",
+        summary="A user's sessions (admins)",
+        guards=[requires_admin],
+        cache_control=NO_STORE,
+        responses=problem_responses(400, 401, 403),
+    )
+    async def list_user_sessions(
+        self,
+        sessions: NamedDependency[SessionService],
+        request: AuthenticatedRequest,
+        user_id: UserIdPath,
+    ) -> SessionList:
+        return _session_list(await sessions.live(user_id), request.user.session_id)
+
+    @delete(
+        "/{user_id:str}/sessions/{session_id:str}",
+        name="endUserSession",
+        summary="End a user's session (admins)",
+        status_code=204,
+        guards=[requires_admin],
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def end_user_session(
+        self,
+        sessions: NamedDependency[SessionService],
+        user_id: UserIdPath,
+        session_id: SessionId,
+    ) -> None:
+        if not await sessions.end(user_id, session_id):
+            raise NotFound("The user has no live session with this id.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from accounts.auth.schemas import Jwk, JwkSet
 from accounts.config import ConfigError, Settings
+from accounts.core.security import read_or_create
 
 GENERATED_KEY_FILE = "jwt-signing-key.pem"
 
@@ -64,19 +64,12 @@ def _signing_key_pem(settings: Settings) -> bytes:
 
 
 def _generated_key(path: Path) -> bytes:
-    """The key kept in the data folder, made on first use, readable by its owner only."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
+    return read_or_create(
+        path,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker made it first
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-    return path.read_bytes()
+        ),
+    )
 
 
 def _read(path: str, variable: str) -> bytes:

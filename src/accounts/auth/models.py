@@ -1,5 +1,5 @@
-"""Tables of credentials: refresh tokens, API keys, the login-failure counters, e-mailed tokens and revoked access
-tokens."""
+"""Tables of credentials: sessions and their refresh tokens, API keys, e-mailed tokens, revoked access tokens and the
+second-factor challenges of logins."""
 
 from __future__ import annotations
 
@@ -8,20 +8,37 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.core.db import Base
 
 
+class UserSession(Base):
+    """A login and everything it led to: its rotation chain of refresh tokens (their `family_id` is the session's id)
+    and the access tokens issued with them (their `sid` claim). Ending it revokes both, at once."""
+
+    __tablename__ = "sessions"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    amr: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    """How the user authenticated (RFC 8176 values: `pwd`, `otp`, `mfa`, `hwk`, `user`, ...)."""
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    address: Mapped[str | None] = mapped_column(String(64))
+    """The client address the login came from."""
+    last_used_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), index=True)
+
+
 class RefreshToken(Base):
-    """One opaque refresh token, stored as its SHA-256. Each is used once; a rotation chain is a family."""
+    """One opaque refresh token, stored as its SHA-256. Each is used once; a rotation chain is a family, which is
+    its session."""
 
     __tablename__ = "refresh_tokens"
 
     user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    family_id: Mapped[UUID] = mapped_column(index=True)
+    family_id: Mapped[UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
@@ -41,18 +58,6 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
-
-
-class LoginFailure(DefaultBase):
-    """Failed logins counted per account or per client address within a window, and the attempts in progress
-    (counted before their password is checked, so that concurrent guesses cannot overtake the limit)."""
-
-    __tablename__ = "login_failures"
-
-    key: Mapped[str] = mapped_column(String(300), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer)
-    pending: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    window_started_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class EmailToken(Base):
@@ -86,3 +91,19 @@ class RevokedToken(DefaultBase):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+
+
+class MfaChallenge(Base):
+    """A password login that still needs its second factor: the `mfa_token` (stored as its SHA-256) it was answered
+    with, single-use and short-lived."""
+
+    __tablename__ = "mfa_challenges"
+
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    amr: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    """What the user proved so far (`pwd`)."""
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    address: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from accounts.core.errors import OAuthProblem
 from accounts.core.security import Scope
 from accounts.users.schemas import (
     NO_NUL,
@@ -30,7 +31,9 @@ class TokenRequest(Struct, kw_only=True):
     """A token request (RFC 6749), form-encoded: `grant_type` says which of the other fields it needs.
 
     `password` (section 4.3): `username` and `password`; `refresh_token` (section 6): `refresh_token`;
-    `client_credentials` (section 4.4): the client authenticates with HTTP Basic or `client_id` and `client_secret`.
+    `client_credentials` (section 4.4): the client authenticates with HTTP Basic or `client_id` and `client_secret`;
+    `http://auth0.com/oauth/grant-type/mfa-otp`: `mfa_token` and `otp`; `.../mfa-recovery-code`: `mfa_token` and
+    `recovery_code` (the second step of a login that answered `mfa_required`).
     """
 
     grant_type: Annotated[str, Meta(max_length=100, pattern=ONE_LINE, examples=["client_credentials"])]
@@ -40,6 +43,42 @@ class TokenRequest(Struct, kw_only=True):
     scope: Annotated[str, Meta(max_length=1000, pattern=ONE_LINE)] = ""
     client_id: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
     client_secret: Annotated[str, Meta(max_length=256, pattern=ONE_LINE)] = ""
+    mfa_token: Annotated[str, Meta(max_length=256, pattern=ONE_LINE, description="A second-factor challenge's.")] = ""
+    otp: Annotated[str, Meta(max_length=6, pattern=whole_string("[0-9]*"), description="A TOTP code.")] = ""
+    recovery_code: Annotated[str, Meta(max_length=20, pattern=whole_string("[A-Za-z0-9 -]*"))] = ""
+
+
+class MfaRequired(OAuthProblem, kw_only=True):
+    """403 from a password login whose user has a second factor (as Auth0's MFA grant answers): send the
+    `mfa_token` with a code to the token endpoint (`grant_type=http://auth0.com/oauth/grant-type/mfa-otp` with `otp`,
+    or `.../mfa-recovery-code` with `recovery_code`) within `expires_in` seconds."""
+
+    mfa_token: str
+    expires_in: int
+    mfa_methods: list[str]
+    """The second factors the user can answer with: `otp`, `recovery_code`, `passkey`."""
+
+
+class SessionRead(Struct, kw_only=True):
+    """A login that still works: its refresh token renews it, its access tokens are accepted."""
+
+    id: UUID
+    created_at: datetime
+    """When the user logged in."""
+    last_used_at: datetime
+    """When its refresh token was last used (or the login, if never)."""
+    user_agent: str | None
+    address: str | None
+    """The client address of the login."""
+    amr: list[str]
+    """How the user authenticated (RFC 8176): `pwd`; `pwd otp mfa`, `pwd rc mfa` with a second factor;
+    `hwk user mfa` with a passkey."""
+    current: bool
+    """The session the calling token belongs to."""
+
+
+class SessionList(Struct, kw_only=True):
+    items: list[SessionRead]
 
 
 class TokenPair(Struct, kw_only=True):

@@ -6,25 +6,27 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import NamedTuple
 from uuid import UUID
 
 import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from advanced_alchemy.utils.serialization import schema_dump
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from uuid_utils.compat import uuid7
 
 from accounts.auth.cache import ClientState, CredentialCache
-from accounts.auth.credentials import new_api_key, new_email_token, new_refresh_token
-from accounts.auth.models import ApiKey, EmailToken, LoginFailure, RefreshToken, RevokedToken
+from accounts.auth.credentials import new_api_key, new_email_token
+from accounts.auth.models import ApiKey, EmailToken, MfaChallenge, RevokedToken
 from accounts.auth.schemas import ApiKeyCreate, ApiKeyRead, TokenIntrospection, TokenPair, TokenResponse
+from accounts.auth.sessions import INVALID_REFRESH_TOKEN, SessionService
 from accounts.auth.tokens import LEEWAY_SECONDS, AccessTokens, InvalidTokenError
 from accounts.config import Settings
-from accounts.core.db import PRIMARY
+from accounts.core.db import PRIMARY, after_commit
 from accounts.core.errors import (
     Conflict,
     FieldError,
@@ -36,16 +38,44 @@ from accounts.core.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
+from accounts.core.limits import AttemptLimits
 from accounts.core.passwords import hash_password, needs_rehash, refuse_weak_password, verify_password
 from accounts.core.security import secret_hash
 from accounts.mail.outbox import Outbox
+from accounts.mfa.services import SecondFactorService
+from accounts.mfa.totp import SecretSealer
 from accounts.users.models import User
 from accounts.users.schemas import UserCreate
 from accounts.users.services import UserService, normalise_email
 
 WRONG_CREDENTIALS = "The username or password is wrong."
+WRONG_CODE = "The code is wrong, expired or already used."
+INVALID_MFA_TOKEN = "The mfa_token is invalid, expired or already used; log in again."  # noqa: S105 - a message
+PASSWORD_CHANGED = "Your password was changed"  # noqa: S105 - an e-mail's subject
+PASSWORD_CHANGED_NOTICE = "The password of your account was changed, and every session of it was ended."  # noqa: S105
 WRONG_CLIENT = "The client id or secret is wrong, or the client was deleted."
 INACTIVE = TokenIntrospection(active=False)
+
+
+class Device(NamedTuple):
+    """Where a login comes from, as the session list shows it."""
+
+    user_agent: str | None
+    address: str
+
+
+class SignedIn(NamedTuple):
+    tokens: TokenPair
+    notice: UUID | None
+    """The outbox id of the security notice of a login from a new device, to enqueue after the commit."""
+
+
+class MfaChallengeIssued(NamedTuple):
+    """The password was right, and the user has a second factor: the login goes on with `complete_login`."""
+
+    mfa_token: str
+    expires_in: int
+    methods: list[str]
 
 
 class InvalidClient(Unauthenticated):
@@ -61,89 +91,6 @@ class UnauthorizedClient(Forbidden):
     """The client may not do this with this token (a token issued to another client)."""
 
     oauth_error = "unauthorized_client"
-
-
-class RefreshTokenService(SQLAlchemyAsyncRepositoryService[RefreshToken]):
-    class Repo(SQLAlchemyAsyncRepository[RefreshToken]):
-        model_type = RefreshToken
-
-    repository_type = Repo
-
-    async def issue(self, user_id: UUID, ttl: int, family_id: UUID | None = None) -> str:
-        token = new_refresh_token()
-        await self.create(
-            {
-                "user_id": user_id,
-                "family_id": family_id or uuid7(),
-                "token_hash": secret_hash(token),
-                "expires_at": datetime.now(UTC) + timedelta(seconds=ttl),
-            },
-            auto_refresh=False,
-        )
-        return token
-
-    async def use(self, token: str) -> tuple[UUID, UUID]:
-        """Spend `token` once; returns its user and family. A token spent before revokes its whole family."""
-        session = self.repository.session
-        token_hash = secret_hash(token)
-        now = datetime.now(UTC)
-        spent = (
-            await session.execute(
-                update(RefreshToken)
-                .where(
-                    RefreshToken.token_hash == token_hash,
-                    RefreshToken.used_at.is_(None),
-                    RefreshToken.revoked_at.is_(None),
-                    RefreshToken.expires_at > now,
-                )
-                .values(used_at=now)
-                .returning(RefreshToken.user_id, RefreshToken.family_id)
-            )
-        ).first()
-        if spent is not None:
-            return spent.user_id, spent.family_id
-        reused = (
-            await session.execute(
-                select(RefreshToken.family_id).where(
-                    RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_not(None)
-                )
-            )
-        ).scalar_one_or_none()
-        if reused is not None:
-            await self._revoke(RefreshToken.family_id == reused)
-            await session.commit()  # the revocation must outlive the 401 that follows
-            raise InvalidGrant("This refresh token was already used; its sessions are revoked.")
-        raise InvalidGrant("The refresh token is invalid, expired or revoked.")
-
-    async def revoke(self, token: str) -> None:
-        await self._revoke(RefreshToken.token_hash == secret_hash(token))
-
-    async def revoke_family(self, token: str) -> None:
-        """Revoke the token and every token of its rotation chain (RFC 7009 section 2.1)."""
-        family = select(RefreshToken.family_id).where(RefreshToken.token_hash == secret_hash(token))
-        await self._revoke(RefreshToken.family_id.in_(family.scalar_subquery()))
-
-    async def unspent(self, token: str) -> RefreshToken | None:
-        """The token's row if it is unused, unrevoked and unexpired."""
-        found: RefreshToken | None = await self.repository.session.scalar(
-            select(RefreshToken).where(
-                RefreshToken.token_hash == secret_hash(token),
-                RefreshToken.used_at.is_(None),
-                RefreshToken.revoked_at.is_(None),
-                RefreshToken.expires_at > datetime.now(UTC),
-            )
-        )
-        return found
-
-    async def revoke_all(self, user_id: UUID) -> None:
-        await self._revoke(RefreshToken.user_id == user_id)
-
-    async def _revoke(self, condition: object) -> None:
-        await self.repository.session.execute(
-            update(RefreshToken)
-            .where(condition, RefreshToken.revoked_at.is_(None))  # type: ignore[arg-type]
-            .values(revoked_at=datetime.now(UTC))
-        )
 
 
 class ApiKeyService(SQLAlchemyAsyncRepositoryService[ApiKey]):
@@ -184,116 +131,43 @@ def to_key_read(key: ApiKey) -> ApiKeyRead:
     return msgspec.convert(key, ApiKeyRead, from_attributes=True)
 
 
-# An attempt is counted as pending on each key unless a key's failures and pending attempts reach its limit within
-# the window (a lapsed window starts again). Keys are locked in one order (sorted), so concurrent attempts on the
-# same keys queue rather than deadlock.
-_LAPSED = "f.window_started_at <= now() - make_interval(secs => :window)"
-_START_ATTEMPT = text(
-    f"""
-    WITH limits (key, max) AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:limits AS int[])))
-    INSERT INTO login_failures AS f (key, failures, pending, window_started_at)
-    SELECT key, 0, 1, now() FROM limits ORDER BY key
-    ON CONFLICT (key) DO UPDATE SET
-        failures = CASE WHEN {_LAPSED} THEN 0 ELSE f.failures END,
-        pending = CASE WHEN {_LAPSED} THEN 1 ELSE f.pending + 1 END,
-        window_started_at = CASE WHEN {_LAPSED} THEN now() ELSE f.window_started_at END
-    WHERE {_LAPSED} OR f.failures + f.pending < (SELECT max FROM limits WHERE limits.key = f.key)
-    RETURNING f.key
-    """  # noqa: S608 - a constant fragment; values are bound parameters
-).execution_options(bind_group=PRIMARY)
-_BLOCKING = text(
-    "SELECT key, failures, ceil(extract(epoch FROM window_started_at + make_interval(secs => :window) - now()))::int"
-    " AS seconds_left FROM login_failures WHERE key = ANY(CAST(:keys AS text[]))"
-).execution_options(bind_group=PRIMARY)
-_FAILED = text(
-    "UPDATE login_failures SET failures = failures + 1, pending = greatest(pending - 1, 0)"
-    " WHERE key = ANY(CAST(:keys AS text[]))"
-).execution_options(bind_group=PRIMARY)
-# A success forgives the account's failures (not its other attempts still in progress) and is no failure elsewhere.
-_SUCCEEDED = text(
-    "UPDATE login_failures SET failures = CASE WHEN key = :account THEN 0 ELSE failures END,"
-    " pending = greatest(pending - 1, 0) WHERE key = ANY(CAST(:keys AS text[]))"
-).execution_options(bind_group=PRIMARY)
-
-
-class Attempt:
-    """A check of a password (or another secret) in progress, counted on its keys until it ends."""
-
-    def __init__(self, session: AsyncSession, keys: list[str]) -> None:
-        self.session = session
-        self.keys = keys
-
-    async def failed(self) -> None:
-        """The secret was wrong: a failure on every key, committed at once (it must outlive the 401 that follows)."""
-        await self.session.execute(_FAILED, {"keys": self.keys})
-        await self.session.commit()
-
-    async def succeeded(self) -> None:
-        """The secret was right: the account's failures are forgiven, in the caller's transaction."""
-        await self.session.execute(_SUCCEEDED, {"keys": self.keys, "account": self.keys[0]})
-
-
-class AttemptLimits:
-    """Failed-attempt limits per account and per client address within LOGIN_FAILURE_WINDOW.
-
-    An attempt counts against a limit from before its secret is checked (pending) until it ends (a failure, or
-    nothing): so of N concurrent wrong guesses against a limit of 5, at most 5 are checked; the rest are refused."""
-
-    def __init__(self, session: AsyncSession, window: int) -> None:
-        self.session = session
-        self.window = window
-
-    async def start(self, limits: dict[str, int]) -> Attempt:
-        """Count an attempt on each key of `limits` (the account's first), or on none when one is at its limit:
-        TooManyAttempts, and the caller's transaction is not committed."""
-        keys = list(limits)
-        started = await self.session.scalars(
-            _START_ATTEMPT, {"keys": keys, "limits": list(limits.values()), "window": self.window}
-        )
-        blocked = set(keys) - set(started)
-        if not blocked:
-            return Attempt(self.session, keys)
-        rows = (await self.session.execute(_BLOCKING, {"keys": sorted(blocked), "window": self.window})).all()
-        if waits := [row.seconds_left for row in rows if row.failures >= limits[row.key]]:
-            raise TooManyAttempts("Too many failed logins; try again later.", retry_after=max(1, *waits))
-        # Only attempts still in progress are in the way: one of them ends within the second.
-        raise TooManyAttempts("Too many logins to this account are in progress; try again in a moment.", retry_after=1)
-
-
 class AuthService:
     """Sign-in and the lifecycle of a user's tokens."""
 
     def __init__(
         self,
         session: AsyncSession,
+        *,
         tokens: AccessTokens,
         settings: Settings,
         users: UserService,
         credentials: CredentialCache,
+        sealer: SecretSealer,
     ) -> None:
         self.session = session
         self.tokens = tokens
         self.settings = settings
         self.users = users
         self.credentials = credentials
+        self.sealer = sealer
         self.attempts = AttemptLimits(session, settings.login_failure_window)
 
     @cached_property
-    def refresh_tokens(self) -> RefreshTokenService:
-        # Made on first use: most token requests of service clients never touch refresh tokens (~50 us to make).
-        return RefreshTokenService(session=self.session)
+    def sessions(self) -> SessionService:
+        # Made on first use: most token requests of service clients never touch sessions.
+        return SessionService(self.session, self.credentials)
 
-    async def login(self, identifier: str, password: str, address: str) -> TokenPair:
-        """Tokens for the user named by e-mail or username, if the password is right and no limit is hit."""
+    @cached_property
+    def factors(self) -> SecondFactorService:
+        return SecondFactorService(self.session, self.sealer, self.settings)
+
+    async def login(self, identifier: str, password: str, device: Device) -> SignedIn | MfaChallengeIssued:
+        """Tokens for the user named by e-mail or username, if the password is right and no limit is hit; a
+        challenge instead when the user has a second factor."""
         user = await self.users.find_for_login(self.session, identifier)
         # One counter per account whichever name it is logged in with; unknown names count by name.
         account = str(user.id) if user is not None else normalise_email(identifier)
-        attempt = await self.attempts.start(
-            {
-                f"account:{account}": self.settings.login_max_failures_per_account,
-                f"address:{address}": self.settings.login_max_failures_per_address,
-            }
-        )
+        attempt = await self.attempts.start(self._limits(account, device))
         await self.session.commit()  # hand the connection back while argon2 runs (~30 ms, often queued)
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
@@ -302,25 +176,108 @@ class AuthService:
         if hashed is not None and needs_rehash(hashed):
             await self.users.rehash_password(self.session, user.id, await hash_password(password))
         await attempt.succeeded()
-        return await self.issue(user.id, user.token_version, is_admin=user.is_superuser)
+        methods = await self.second_factor_methods(user.id)
+        if methods:
+            return await self._challenge(user.id, ["pwd"], methods, device)
+        return await self.sign_in(user, ["pwd"], device)
+
+    async def second_factor_methods(self, user_id: UUID) -> list[str]:
+        """The ways the user can answer a login's second-factor challenge (none: a password is enough)."""
+        return ["otp", "recovery_code"] if await self.factors.has_totp(user_id) else []
+
+    async def _challenge(self, user_id: UUID, amr: list[str], methods: list[str], device: Device) -> MfaChallengeIssued:
+        token = new_email_token()
+        ttl = self.settings.mfa_token_ttl
+        self.session.add(
+            MfaChallenge(
+                user_id=user_id,
+                token_hash=secret_hash(token),
+                amr=amr,
+                user_agent=device.user_agent,
+                address=device.address,
+                expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
+            )
+        )
+        await self.session.flush()
+        return MfaChallengeIssued(mfa_token=token, expires_in=ttl, methods=methods)
+
+    async def complete_login(self, mfa_token: str, method: str, code: str, device: Device) -> SignedIn:
+        """The second step of a login: the challenge's `mfa_token` and a current TOTP code (`otp`) or an unused
+        recovery code. A wrong code counts against the account's failed-login limit, as a wrong password does; the
+        challenge is spent only by a right one."""
+        challenge = await self.session.scalar(
+            select(MfaChallenge)
+            .where(
+                MfaChallenge.token_hash == secret_hash(mfa_token),
+                MfaChallenge.used_at.is_(None),
+                MfaChallenge.expires_at > func.now(),
+            )
+            .execution_options(bind_group=PRIMARY)
+        )
+        if challenge is None:
+            raise InvalidGrant(INVALID_MFA_TOKEN)
+        attempt = await self.attempts.start(self._limits(str(challenge.user_id), device))
+        spend = self.factors.spend_totp if method == "otp" else self.factors.spend_recovery_code
+        if not await spend(challenge.user_id, code):
+            await attempt.failed()
+            raise InvalidGrant(WRONG_CODE)
+        spent = await self.session.execute(
+            update(MfaChallenge)
+            .where(MfaChallenge.id == challenge.id, MfaChallenge.used_at.is_(None))
+            .values(used_at=func.now())
+            .returning(MfaChallenge.id)
+        )
+        if spent.first() is None:  # a concurrent request with another right code took it
+            raise InvalidGrant(INVALID_MFA_TOKEN)
+        await attempt.succeeded()
+        user = await self.users.row(self.session, challenge.user_id)
+        if not user.is_active:
+            raise InvalidGrant(WRONG_CREDENTIALS)
+        amr = [*challenge.amr, "otp" if method == "otp" else "rc", "mfa"]
+        return await self.sign_in(user, amr, device)
+
+    async def sign_in(self, user: User, amr: list[str], device: Device) -> SignedIn:
+        """A new session for the user and its first tokens; a security notice when it comes from a new device."""
+        started = await self.sessions.start(
+            user.id,
+            amr,
+            user_agent=device.user_agent,
+            address=device.address,
+            ttl=self.settings.refresh_token_ttl,
+        )
+        tokens = self._pair(user, started.session_id, amr, started.refresh_token)
+        notice = None
+        if started.new_device:
+            what = f"Your account was logged in to from a new device: {device.user_agent or 'unknown'}"
+            notice = await Outbox(self.session).write_notice(
+                user.email, "New login to your account", f"{what}, address {device.address}."
+            )
+        return SignedIn(tokens, notice)
+
+    def _limits(self, account: str, device: Device) -> dict[str, int]:
+        return {
+            f"account:{account}": self.settings.login_max_failures_per_account,
+            f"address:{device.address}": self.settings.login_max_failures_per_address,
+        }
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        user_id, family_id = await self.refresh_tokens.use(refresh_token)
+        rotated = await self.sessions.rotate(refresh_token, self.settings.refresh_token_ttl)
         # On the session's own connection: its transaction is open, and behind PgBouncer a second connection
         # taken now could wait for this one.
-        user = await self.users.row(self.session, user_id)
+        user = await self.users.row(self.session, rotated.user_id)
         if not user.is_active:
-            raise InvalidGrant("The refresh token is invalid, expired or revoked.")
-        return await self.issue(user_id, user.token_version, is_admin=user.is_superuser, family_id=family_id)
+            raise InvalidGrant(INVALID_REFRESH_TOKEN)
+        return self._pair(user, rotated.session_id, rotated.amr, rotated.refresh_token)
 
-    async def issue(
-        self, user_id: UUID, token_version: int, *, is_admin: bool, family_id: UUID | None = None
-    ) -> TokenPair:
+    def _pair(self, user: User, session_id: UUID, amr: list[str], refresh_token: str) -> TokenPair:
+        access = self.tokens.issue(
+            user.id, token_version=user.token_version, is_admin=user.is_superuser, session_id=session_id, amr=amr
+        )
         return TokenPair(
-            access_token=self.tokens.issue(user_id, token_version=token_version, is_admin=is_admin),
+            access_token=access,
             token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
             expires_in=self.tokens.ttl,
-            refresh_token=await self.refresh_tokens.issue(user_id, self.settings.refresh_token_ttl, family_id),
+            refresh_token=refresh_token,
         )
 
     async def authenticate_client(self, client_id: str, secret: str) -> ClientState:
@@ -373,7 +330,7 @@ class AuthService:
                 iss=self.tokens.issuer,
                 jti=claims.jti,
             )
-        row = await self.refresh_tokens.unspent(token)
+        row = await self.sessions.unspent(token)
         user = await self.credentials.user(row.user_id) if row is not None else None
         if row is None or user is None or not user.is_active:
             return INACTIVE
@@ -387,11 +344,11 @@ class AuthService:
         )
 
     async def revoke(self, token: str, client: ClientState | None) -> None:
-        """RFC 7009: a refresh token is revoked with its whole family; an access token by its jti until it expires,
-        at once in this worker and, on commit, in every other. A client's access token only by that client;
-        unknown, expired and foreign tokens are no error (section 2.2)."""
+        """RFC 7009: a refresh token ends its session (its whole family); an access token is revoked by its jti until
+        it expires, on commit at once in this worker and in every other as the notification reaches it. A client's
+        access token only by that client; unknown, expired and foreign tokens are no error (section 2.2)."""
         if "." not in token:
-            await self.refresh_tokens.revoke_family(token)
+            await self.sessions.end_by_token(token)
             return
         try:
             claims = self.tokens.verify(token)
@@ -405,17 +362,30 @@ class AuthService:
             .values(jti=claims.jti, expires_at=datetime.fromtimestamp(expires, UTC))
             .on_conflict_do_nothing()
         )
-        self.credentials.note_revoked(claims.jti, expires)
+        after_commit(self.session, lambda: self.credentials.note_revoked(claims.jti, expires))
+
+    async def reset_second_factors(self, user_id: UUID) -> UUID:
+        """An admin's reset of the user's second factors (a lost phone): the next login needs the password alone. The
+        user hears of it; returns the notice's outbox id."""
+        user = await self.users.row(self.session, user_id)
+        await self.factors.reset(user_id)
+        return await Outbox(self.session).write_notice(
+            user.email,
+            "Your second factors were reset",
+            "An administrator removed the second factors of your account: logging in needs your password alone"
+            " until you set one up again.",
+        )
 
     async def log_out_everywhere(self, user_id: UUID) -> None:
         """Revoke every refresh token and, through the token version, every access token of the user."""
         await self.users.revoke_tokens(self.session, user_id)
-        await self.refresh_tokens.revoke_all(user_id)
+        await self.sessions.end_all(user_id)
         self.credentials.forget_user(user_id)
 
-    async def change_password(self, user_id: UUID, current: str, new: str) -> None:
+    async def change_password(self, user_id: UUID, current: str, new: str) -> UUID:
         """Set a new password if `current` is right, which logs the user out everywhere; wrong guesses count
-        against the account's login limit. A new password that is easy to guess is refused first: it is no attempt."""
+        against the account's login limit. A new password that is easy to guess is refused first: it is no attempt.
+        Returns the outbox id of the security notice."""
         user = await self.users.row(self.session, user_id)
         await refuse_weak_password(
             "new_password", new, email=user.email, username=user.username, full_name=user.full_name
@@ -427,8 +397,9 @@ class AuthService:
             raise Unauthenticated("The current password is wrong.", error="invalid_grant")
         await self.users.set_password(self.session, user_id, await hash_password(new))
         await attempt.succeeded()
-        await self.refresh_tokens.revoke_all(user_id)
+        await self.sessions.end_all(user_id)
         self.credentials.forget_user(user_id)
+        return await Outbox(self.session).write_notice(user.email, PASSWORD_CHANGED, PASSWORD_CHANGED_NOTICE)
 
 
 VERIFY = "verify"
@@ -577,10 +548,10 @@ class AccountEmails:
         hashed = await hash_password(new_password)
         user_id = await self._spend(RESET, token)  # checks the token again, as it spends it
         await self.users.set_password(self.session, user_id, hashed, verified_email=True)
-        await RefreshTokenService(session=self.session).revoke_all(user_id)
-        await self.session.execute(delete(LoginFailure).where(LoginFailure.key == f"account:{user_id}"))
+        await SessionService(self.session, self.credentials).end_all(user_id)
+        await AttemptLimits(self.session, self.settings.login_failure_window).forgive(f"account:{user_id}")
         self.credentials.forget_user(user_id)
-        return user_id
+        return await Outbox(self.session).write_notice(holder.email, PASSWORD_CHANGED, PASSWORD_CHANGED_NOTICE)
 
     async def _spend(self, purpose: str, token: str) -> UUID:
         """Mark the token used if it is unused, unexpired, of this purpose, and its account (active, for a

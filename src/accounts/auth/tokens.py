@@ -16,7 +16,18 @@ from accounts.core.security import ADMIN_SCOPES
 
 ALGORITHM = "EdDSA"
 LEEWAY_SECONDS = 30
+MAX_ACCESS_TOKEN_TTL = 86_400
+"""The longest ACCESS_TOKEN_TTL allowed: how long an ended session's tokens can still be around."""
 VERIFIED_CACHE_SIZE = 10_000
+
+
+ACR_ONE_FACTOR = "urn:accounts:acr:1fa"
+ACR_TWO_FACTORS = "urn:accounts:acr:2fa"
+"""`acr` of a token: a password alone, or two factors (a password and a code, or a passkey that verified its user)."""
+
+
+def assurance(amr: list[str]) -> str:
+    return ACR_TWO_FACTORS if "mfa" in amr else ACR_ONE_FACTOR
 
 
 class InvalidTokenError(Exception):
@@ -35,6 +46,11 @@ class AccessClaims(msgspec.Struct, kw_only=True, frozen=True):
     client_id: uuid.UUID | None = None
     ver: int | None = None
     """The user's token version when the token was issued; a newer version revokes the token."""
+    sid: uuid.UUID | None = None
+    """The session (login) the token was issued in; ending the session revokes the token."""
+    amr: list[str] = []
+    """How the user authenticated (RFC 8176)."""
+    acr: str | None = None
     roles: list[str] = []
 
 
@@ -50,12 +66,18 @@ class AccessTokens:
         # A client sends the same token for its whole life: its signature needs checking only once.
         self._verified: dict[str, AccessClaims] = {}
 
-    def issue(self, user_id: uuid.UUID, *, token_version: int, is_admin: bool) -> str:
-        """A user's token."""
+    def issue(
+        self, user_id: uuid.UUID, *, token_version: int, is_admin: bool, session_id: uuid.UUID, amr: list[str]
+    ) -> str:
+        """A user's token, naming the session it belongs to and how the user authenticated (`amr`, and `acr`: two
+        factors or one)."""
         return self._sign(
             {
                 "sub": str(user_id),
                 "ver": token_version,
+                "sid": str(session_id),
+                "amr": amr,
+                "acr": assurance(amr),
                 "roles": ["admin"] if is_admin else ["user"],
                 "scope": " ".join(sorted(ADMIN_SCOPES)) if is_admin else "",
             }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,9 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.types import Scope
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from accounts.config import Settings
 
@@ -45,6 +47,26 @@ RoutingAsyncSession.bind = None
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:  # noqa: ARG001
     """What Alembic's autogenerate compares: only tables this service's models own (SAQ keeps its own)."""
     return not (type_ == "table" and reflected and name not in Base.metadata.tables)
+
+
+_AFTER_COMMIT = "accounts.after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` when the session's transaction commits, never when it rolls back or its commit fails: what a
+    worker remembers of a write (a revoked token, an ended session) must not outlive a write that was not saved."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, []):
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def request_transactions(config: SQLAlchemyAsyncConfig) -> Provide:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, get_args
 from uuid import UUID
 
@@ -30,6 +32,20 @@ PUBLIC = {"exclude_from_auth": True}
 """Route `opt` of the few public routes; every other route needs credentials (deny by default)."""
 
 
+def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
+    """A key kept in the data folder: read, or made with `make` on first use, readable by its owner only (another
+    worker starting at the same moment reads the one the first made)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as file:
+            file.write(make())
+    return path.read_bytes()
+
+
 def secret_hash(value: str) -> bytes:
     """SHA-256 of a generated secret (a token, an API key, a client secret): they are 256 random bits, so a fast
     hash is enough and lookups stay cheap."""
@@ -48,6 +64,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     user_id: UUID | None = None
     api_key_id: UUID | None = None
     client_id: UUID | None = None
+    session_id: UUID | None = None
+    """The session (login) a user's access token belongs to."""
     is_admin: bool = False
     scopes: frozenset[str] = frozenset()
 

@@ -4,12 +4,15 @@ should that fail, the minutely flush picks it up."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.mail.models import OutboxMessage
+
+NOTICE_TTL = 7 * 86_400
+"""Seconds a security notice may wait in the outbox: later it is old news."""
 
 
 class Outbox:
@@ -24,3 +27,15 @@ class Outbox:
         self.session.add(message)
         await self.session.flush()
         return message.id
+
+    async def write_notice(self, recipient: str, subject: str, what: str) -> UUID:
+        """Write a security notice: something changed about the account's sign-in (a factor added or removed, the
+        password changed, a login from a new device), so that its owner hears of what they did not do."""
+        body = (
+            f"Hello,\n\n{what}\n\nIf this was you, there is nothing to do. If it was not, reset your password now"
+            " and tell your administrator.\n"
+        )
+        expires_at = datetime.now(UTC) + timedelta(seconds=NOTICE_TTL)
+        return await self.write(
+            kind="security_notice", recipient=recipient, subject=subject, body=body, expires_at=expires_at
+        )

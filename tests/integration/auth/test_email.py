@@ -359,8 +359,10 @@ async def test_password_reset_end_to_end(
     assert after.status_code == 200, after.text
     (row,) = await sql(database_url, "SELECT email_verified_at FROM users WHERE id = $1", uuid.UUID(account.id))
     assert row["email_verified_at"] is not None  # the reset e-mail proved the address
+    notice = await inbox.wait_for(account.email, count=2)
+    assert notice["Subject"] == "Your password was changed"  # the security notice: the owner hears of it
     await asyncio.sleep(0.3)
-    assert [m["To"] for m in inbox.messages] == [account.email]  # nothing for the unknown address
+    assert [m["To"] for m in inbox.messages] == [account.email] * 2  # the link and the notice; none for the unknown
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

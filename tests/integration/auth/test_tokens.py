@@ -24,6 +24,7 @@ from litestar.testing import AsyncTestClient
 from accounts.app import create_app
 from accounts.auth.keys import GENERATED_KEY_FILE
 from accounts.config import ConfigError, Settings
+from accounts.core.security import ADMIN_SCOPES
 from tests.database import insert_api_key
 from tests.integration.auth.support import (
     CHALLENGE,
@@ -81,7 +82,21 @@ async def test_access_token_header_and_claims(client: Client, settings: Settings
     assert header["alg"] == "EdDSA"
     assert header["typ"] == "at+jwt"
     assert header["kid"] in {key["kid"] for key in jwks["keys"]}
-    assert set(claims) == {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "ver", "roles", "scope"}
+    assert set(claims) == {
+        "iss",
+        "aud",
+        "sub",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "ver",
+        "roles",
+        "scope",
+        "sid",
+        "amr",
+        "acr",
+    }
     assert claims["iss"] == settings.issuer
     assert claims["aud"] == settings.jwt_audience
     assert claims["sub"] == user_a.id
@@ -92,12 +107,15 @@ async def test_access_token_header_and_claims(client: Client, settings: Settings
     assert claims["roles"] == ["user"]
     assert claims["scope"] == ""
     assert len(claims["jti"]) >= 16
+    assert claims["amr"] == ["pwd"]  # RFC 8176: a password, and nothing else
+    assert claims["acr"] == "urn:accounts:acr:1fa"
+    assert uuid.UUID(claims["sid"])
 
 
 async def test_an_admins_token_carries_the_admin_role_and_scopes(admin: LoggedIn) -> None:
     _, claims = unverified_parts(admin.access_token)
     assert claims["roles"] == ["admin"]
-    assert claims["scope"].split() == ["tokens:introspect", "users:read", "users:write"]
+    assert claims["scope"].split() == sorted(ADMIN_SCOPES)
 
 
 async def test_every_token_has_its_own_id(client: Client, account_a: Account) -> None:

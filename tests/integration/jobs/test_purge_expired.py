@@ -43,13 +43,19 @@ async def insert_idempotency_key(pool: asyncpg.Pool, expires_at: datetime) -> by
 
 
 async def insert_refresh_token(pool: asyncpg.Pool, user_id: str, expires_at: datetime) -> uuid.UUID:
-    token_id = uuid.uuid4()
+    token_id, session_id = uuid.uuid4(), uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO sessions (id, user_id, amr, last_used_at, created_at, updated_at)"
+        " VALUES ($1, $2, '{pwd}', now(), now(), now())",
+        session_id,
+        uuid.UUID(user_id),
+    )
     await pool.execute(
         "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at, created_at, updated_at)"
         " VALUES ($1, $2, $3, $4, $5, now(), now())",
         token_id,
         uuid.UUID(user_id),
-        uuid.uuid4(),
+        session_id,
         os.urandom(32),
         expires_at,
     )
