@@ -41,6 +41,8 @@ from accounts.core.errors import (
 from accounts.core.limits import AttemptLimits
 from accounts.core.passwords import hash_password, needs_rehash, refuse_weak_password, verify_password
 from accounts.core.security import secret_hash
+from accounts.events.schemas import EventActor
+from accounts.events.services import Subject, record
 from accounts.mail.outbox import Outbox
 from accounts.mfa.services import SecondFactorService
 from accounts.mfa.totp import SecretSealer
@@ -115,15 +117,28 @@ class ApiKeyService(SQLAlchemyAsyncRepositoryService[ApiKey]):
         prefix, key = new_api_key()
         values = schema_dump(data) | {"prefix": prefix, "secret_hash": secret_hash(key), "created_by": created_by}
         values["scopes"] = sorted(set(values["scopes"]))
-        return await self.create(values), key
+        created = await self.create(values)
+        await record(
+            self.repository.session,
+            "api_key.created",
+            Subject("api_key", created.id),
+            {"name": created.name, "prefix": prefix, "scopes": created.scopes, "expires_at": created.expires_at},
+        )
+        return created, key
 
     async def revoke_key(self, key_id: UUID) -> ApiKey:
         # On the primary: a key created a moment ago may not be on a replica yet.
         key = await self.get(key_id, bind_group=PRIMARY)
         if key.revoked_at is None:
             key = await self.update({"revoked_at": datetime.now(UTC)}, item_id=key_id, bind_group=PRIMARY)
+            await record(self.repository.session, "api_key.revoked", Subject("api_key", key_id))
         self.credentials.forget_api_key(key_id)
         return key
+
+
+async def _audit_login(session: AsyncSession, type_: str, user_id: UUID, **data: str) -> None:
+    """A login's audit event; its actor is the user who logs in (the request has no caller yet)."""
+    await record(session, type_, Subject("user", user_id), data, actor=EventActor(type="user", id=str(user_id)))
 
 
 def to_key_read(key: ApiKey) -> ApiKeyRead:
@@ -171,6 +186,8 @@ class AuthService:
         await self.session.commit()  # hand the connection back while argon2 runs (~30 ms, often queued)
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
+            if user is not None:
+                await _audit_login(self.session, "login.failed", user.id, method="password", reason="wrong password")
             await attempt.failed()
             raise InvalidGrant(WRONG_CREDENTIALS)
         if hashed is not None and needs_rehash(hashed):
@@ -219,6 +236,7 @@ class AuthService:
         attempt = await self.attempts.start(self._limits(str(challenge.user_id), device))
         spend = self.factors.spend_totp if method == "otp" else self.factors.spend_recovery_code
         if not await spend(challenge.user_id, code):
+            await _audit_login(self.session, "login.failed", challenge.user_id, method=method, reason="wrong code")
             await attempt.failed()
             raise InvalidGrant(WRONG_CODE)
         spent = await self.session.execute(
@@ -246,6 +264,9 @@ class AuthService:
             ttl=self.settings.refresh_token_ttl,
         )
         tokens = self._pair(user, started.session_id, amr, started.refresh_token)
+        await _audit_login(
+            self.session, "login.succeeded", user.id, method=" ".join(amr), session_id=str(started.session_id)
+        )
         notice = None
         if started.new_device:
             what = f"Your account was logged in to from a new device: {device.user_agent or 'unknown'}"
@@ -368,7 +389,8 @@ class AuthService:
         """An admin's reset of the user's second factors (a lost phone): the next login needs the password alone. The
         user hears of it; returns the notice's outbox id."""
         user = await self.users.row(self.session, user_id)
-        await self.factors.reset(user_id)
+        if await self.factors.reset(user_id):
+            await record(self.session, "mfa.disabled", Subject("user", user_id), {"kind": "totp", "reset": True})
         return await Outbox(self.session).write_notice(
             user.email,
             "Your second factors were reset",
@@ -379,7 +401,7 @@ class AuthService:
     async def log_out_everywhere(self, user_id: UUID) -> None:
         """Revoke every refresh token and, through the token version, every access token of the user."""
         await self.users.revoke_tokens(self.session, user_id)
-        await self.sessions.end_all(user_id)
+        await self.sessions.end_all(user_id, reason="logged out everywhere")
         self.credentials.forget_user(user_id)
 
     async def change_password(self, user_id: UUID, current: str, new: str) -> UUID:
@@ -397,7 +419,7 @@ class AuthService:
             raise Unauthenticated("The current password is wrong.", error="invalid_grant")
         await self.users.set_password(self.session, user_id, await hash_password(new))
         await attempt.succeeded()
-        await self.sessions.end_all(user_id)
+        await self.sessions.end_all(user_id, reason="password changed")
         self.credentials.forget_user(user_id)
         return await Outbox(self.session).write_notice(user.email, PASSWORD_CHANGED, PASSWORD_CHANGED_NOTICE)
 
@@ -548,7 +570,7 @@ class AccountEmails:
         hashed = await hash_password(new_password)
         user_id = await self._spend(RESET, token)  # checks the token again, as it spends it
         await self.users.set_password(self.session, user_id, hashed, verified_email=True)
-        await SessionService(self.session, self.credentials).end_all(user_id)
+        await SessionService(self.session, self.credentials).end_all(user_id, reason="password reset")
         await AttemptLimits(self.session, self.settings.login_failure_window).forgive(f"account:{user_id}")
         self.credentials.forget_user(user_id)
         return await Outbox(self.session).write_notice(holder.email, PASSWORD_CHANGED, PASSWORD_CHANGED_NOTICE)

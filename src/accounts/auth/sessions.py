@@ -17,6 +17,7 @@ from accounts.auth.models import RefreshToken, UserSession
 from accounts.core.db import PRIMARY, after_commit
 from accounts.core.errors import InvalidGrant
 from accounts.core.security import secret_hash
+from accounts.events.services import Subject, record
 
 INVALID_REFRESH_TOKEN = "The refresh token is invalid, expired or revoked."  # noqa: S105 - a message
 
@@ -118,7 +119,7 @@ class SessionService:
             .execution_options(bind_group=PRIMARY)
         )
         if reused is not None:
-            await self._end(UserSession.id == reused)
+            await self._end(UserSession.id == reused, reason="reuse")
             await self.session.commit()  # the revocation must outlive the 401 that follows
             raise InvalidGrant("This refresh token was already used; its session is ended.")
         raise InvalidGrant(INVALID_REFRESH_TOKEN)
@@ -153,34 +154,44 @@ class SessionService:
 
     async def end(self, user_id: UUID, session_id: UUID) -> bool:
         """End one of the user's sessions; whether it was live."""
-        return bool(await self._end((UserSession.id == session_id) & (UserSession.user_id == user_id)))
+        return bool(await self._end((UserSession.id == session_id) & (UserSession.user_id == user_id), reason="ended"))
 
     async def end_by_token(self, token: str) -> None:
         """End the session a refresh token belongs to (logging out; RFC 7009 revocation of a refresh token)."""
         family = select(RefreshToken.family_id).where(RefreshToken.token_hash == secret_hash(token))
-        await self._end(UserSession.id.in_(family.scalar_subquery()))
+        await self._end(UserSession.id.in_(family.scalar_subquery()), reason="logout")
 
-    async def end_all(self, user_id: UUID) -> None:
-        await self._end(UserSession.user_id == user_id)
+    async def end_all(self, user_id: UUID, reason: str) -> None:
+        await self._end(UserSession.user_id == user_id, reason=reason)
 
-    async def _end(self, condition: object) -> list[UUID]:
+    async def _end(self, condition: object, *, reason: str) -> list[UUID]:
         """Mark the sessions ended and revoke their refresh tokens; on commit their access tokens are refused at once
         in this worker, and in every other as the trigger's notification reaches it."""
         now = datetime.now(UTC)
-        ended = list(
-            await self.session.scalars(
+        rows = (
+            await self.session.execute(
                 update(UserSession)
                 .where(condition, UserSession.revoked_at.is_(None))  # type: ignore[arg-type]
                 .values(revoked_at=now)
-                .returning(UserSession.id)
+                .returning(UserSession.id, UserSession.user_id)
             )
-        )
+        ).all()
+        ended = [row.id for row in rows]
+        for row in rows:
+            data = {"session_id": str(row.id), "reason": reason}
+            await record(
+                self.session,
+                "session.reuse_detected" if reason == "reuse" else "session.revoked",
+                Subject("user", row.user_id),
+                data,
+            )
         if ended:
             await self.session.execute(
                 update(RefreshToken)
                 .where(RefreshToken.family_id.in_(ended), RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+
             def refuse_their_tokens() -> None:
                 for session_id in ended:
                     self.credentials.note_session_ended(session_id, int(now.timestamp()))

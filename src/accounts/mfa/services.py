@@ -13,6 +13,7 @@ from accounts.core.db import PRIMARY
 from accounts.core.errors import Conflict, FieldError, InvalidInput, NotFound, Unauthenticated
 from accounts.core.limits import AttemptLimits
 from accounts.core.passwords import verify_password
+from accounts.events.services import Subject, record
 from accounts.mail.outbox import Outbox
 from accounts.mfa.models import RecoveryCode, TotpFactor
 from accounts.mfa.schemas import FactorProof, SecondFactors, TotpEnrolment
@@ -95,6 +96,7 @@ class SecondFactorService:
         if step is None or confirmed.first() is None:
             raise InvalidInput(WRONG_CODE, errors=[FieldError(field="code", message="wrong or expired")])
         codes = await self._replace_recovery_codes(user.id)
+        await record(self.session, "mfa.enabled", Subject("user", user.id), {"kind": "totp"})
         notice = await Outbox(self.session).write_notice(
             user.email,
             "Two-step verification is on",
@@ -161,6 +163,7 @@ class SecondFactorService:
     async def remove_totp(self, user: User) -> UUID:
         """Turn the authenticator off and drop the recovery codes; returns the security e-mail's outbox id."""
         await self.reset(user.id)
+        await record(self.session, "mfa.disabled", Subject("user", user.id), {"kind": "totp"})
         return await Outbox(self.session).write_notice(
             user.email, "Two-step verification is off", "The authenticator app of your account was removed."
         )
