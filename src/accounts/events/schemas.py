@@ -28,12 +28,14 @@ EVENT_TYPES: dict[str, str] = {
     " previous_valid_until (when the previous one stops working; null: at once).",
     "import.finished": "A bulk import job ended. data: job_id, status, created, updated, failed, owner.",
     "export.finished": "A bulk export job ended. data: job_id, status, exported, owner.",
-    "session.revoked": "A refresh-token family (a session) was revoked. data: family_id, reason.",
-    "session.reuse_detected": "A used refresh token was presented again; its family was revoked. data: family_id.",
+    "session.revoked": "A session (a login and its refresh-token family) ended; its tokens stopped working. data:"
+    " session_id, reason (ended, logout, logged out everywhere, password changed, password reset).",
+    "session.reuse_detected": "A used refresh token was presented again; its session was ended. data: session_id,"
+    " reason.",
     "api_key.created": "An API key was created (never its secret). data: name, prefix, scopes, expires_at.",
     "api_key.revoked": "An API key was revoked. data: {}.",
-    "mfa.enabled": "A second factor was added to a user. data: kind.",
-    "mfa.disabled": "A second factor was removed from a user. data: kind.",
+    "mfa.enabled": "A second factor was added to a user. data: kind (`totp`).",
+    "mfa.disabled": "A second factor was removed from a user. data: kind (`totp`); `reset` when an admin did it.",
     "passkey.registered": "A passkey was registered for a user. data: credential name.",
     "passkey.removed": "A passkey was removed from a user. data: {}.",
     "webhook.created": "A webhook endpoint was created (never its secret). data: url, event_types.",
@@ -41,8 +43,10 @@ EVENT_TYPES: dict[str, str] = {
     "webhook.deleted": "A webhook endpoint was deleted. data: {}.",
     "webhook.secret_rotated": "A webhook endpoint's secret was rotated. data: {}.",
     "webhook.disabled": "A webhook endpoint was disabled after a run of failed deliveries. data: failures.",
-    "login.succeeded": "Audit only: a user logged in. data: method (password, refresh, passkey, ...).",
-    "login.failed": "Audit only: a login to an existing account failed. data: method, reason.",
+    "login.succeeded": "Audit only: a user logged in. data: method (the token's amr: `pwd`, `pwd otp mfa`, ...),"
+    " session_id.",
+    "login.failed": "Audit only: a login to an existing account failed. data: method (password, otp, recovery_code,"
+    " passkey), reason.",
 }
 """Every event type and what its `data` holds. None carries a password, hash, token or secret."""
 AUDIT_ONLY_TYPES = frozenset({"login.succeeded", "login.failed"})
