@@ -32,6 +32,8 @@ TABLES = (
     "totp_factors",
     "recovery_codes",
     "events",
+    "passkeys",
+    "webauthn_challenges",
 )
 
 CreateDatabase = Callable[[], Awaitable[str]]

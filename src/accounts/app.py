@@ -50,6 +50,8 @@ from accounts.mfa import schemas as mfa_schemas
 from accounts.mfa.controllers import SecondFactorController
 from accounts.mfa.totp import SecretSealer
 from accounts.jobs.services import Jobs
+from accounts.passkeys import schemas as passkeys_schemas
+from accounts.passkeys.controllers import PasskeyController
 from accounts.system.controllers import HealthController, MetricsController
 from accounts.users import schemas as users_schemas
 from accounts.users.controllers import UserController
@@ -79,6 +81,7 @@ API = Router(
         SessionController,
         ApiKeyController,
         OAuthClientController,
+        PasskeyController,
         SecondFactorController,
         JobController,
         EventController,
@@ -91,6 +94,7 @@ REQUEST_EXAMPLES = (
     *users_schemas.REQUEST_EXAMPLES,
     *auth_schemas.REQUEST_EXAMPLES,
     *clients_schemas.REQUEST_EXAMPLES,
+    *passkeys_schemas.REQUEST_EXAMPLES,
     *mfa_schemas.REQUEST_EXAMPLES,
 )
 """An example of every request body, for the OpenAPI document."""

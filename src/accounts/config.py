@@ -15,6 +15,7 @@ LogFormat = Literal["auto", "json", "console"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_DOMAIN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
 
 
 class ConfigError(Exception):
@@ -79,6 +80,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_max_failures_per_account: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     login_max_failures_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 50
     login_failure_window: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 900
+    webauthn_rp_id: str = ""
+    """The WebAuthn relying party id passkeys are bound to: a domain, which every origin in `webauthn_origins` is or
+    is a subdomain of (default: the host of `public_url`). Changing it makes every registered passkey unusable."""
+    webauthn_rp_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")] = (
+        "Accounts"
+    )
+    """The name a browser or passkey manager shows for this service when a passkey is made."""
+    webauthn_origins: str = ""
+    """Comma-separated origins (`https://app.example.com`) the passkey ceremonies may run on: the pages that call
+    `navigator.credentials` (default: the origin of `public_url`)."""
+    webauthn_challenge_ttl: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 300
+    """Seconds a passkey registration or sign-in challenge stays usable (once)."""
     idempotency_key_ttl: Annotated[int, msgspec.Meta(ge=60, le=2_592_000)] = 86_400
     """Seconds a caller's `Idempotency-Key` and its stored response are kept."""
     redis_url: str | None = None
@@ -156,6 +169,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("DATABASE_DIRECT_URL: expected a PostgreSQL URL (postgresql://user:password@host/db)")
         if settings.database_pgbouncer and settings.database_direct_url is None:
             raise ConfigError("DATABASE_DIRECT_URL: required with DATABASE_PGBOUNCER (LISTEN needs its own session)")
+        if (problem := _webauthn_problem(settings)) is not None:
+            raise ConfigError(problem)
         if not _is_issuer(settings.issuer):
             variable = "JWT_ISSUER" if settings.jwt_issuer else "PUBLIC_URL"
             raise ConfigError(f"{variable}: the issuer must be an http(s) URL without query or fragment")
@@ -171,6 +186,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def accepted_issuers(self) -> list[str]:
         return _split(self.jwt_accepted_issuers)
+
+    @property
+    def rp_id(self) -> str:
+        """The WebAuthn relying party id: `webauthn_rp_id`, else the host of `public_url`."""
+        return (self.webauthn_rp_id or _host(self.public_url)).lower()
+
+    @property
+    def origins(self) -> list[str]:
+        """The origins passkey ceremonies may run on: `webauthn_origins`, else the origin of `public_url`."""
+        return _split(self.webauthn_origins) or [_origin(self.public_url)]
 
     @property
     def async_database_url(self) -> str | None:
@@ -213,6 +238,41 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def _is_issuer(url: str) -> bool:
     """RFC 8414 section 2: a URL with a scheme and host, no query and no fragment."""
     return re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", url) is not None
+
+
+def _origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL (`https://example.com/app` -> `https://example.com`)."""
+    scheme, _, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return f"{scheme.lower()}://{authority.lower()}"
+
+
+def _host(url: str) -> str:
+    """The host of a URL, without port or user information (an IPv6 literal keeps its brackets off)."""
+    authority = _origin(url).partition("://")[2].rpartition("@")[2]
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.partition(":")[0]
+
+
+def _webauthn_problem(settings: Settings) -> str | None:
+    """Why the WebAuthn settings that were set cannot work, in one line naming the variable; None when they can (or
+    none was set: the defaults from PUBLIC_URL agree by construction). An origin's host must be the relying party id
+    or a subdomain of it (WebAuthn section 5.1.4.1); Android apps' `android:apk-key-hash:` origins have no host."""
+    rp_id = settings.rp_id
+    if settings.webauthn_rp_id and re.fullmatch(_DOMAIN, rp_id) is None:
+        return f"WEBAUTHN_RP_ID: {rp_id!r} must be a domain name (example.com), without scheme, port or path"
+    if not (settings.webauthn_rp_id or settings.webauthn_origins):
+        return None
+    for origin in settings.origins:
+        if origin.startswith("android:apk-key-hash:"):
+            continue
+        if re.fullmatch(r"https?://[^/?#\s@]+", origin) is None:
+            return f"WEBAUTHN_ORIGINS: {origin!r} is not an origin (https://host[:port], no path)"
+        host = _host(origin)
+        if host != rp_id and not host.endswith(f".{rp_id}"):
+            return f"WEBAUTHN_ORIGINS: the host of {origin!r} is neither WEBAUTHN_RP_ID {rp_id!r} nor a subdomain of it"
+    return None
 
 
 def _split(urls: str) -> list[str]:

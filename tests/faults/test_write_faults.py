@@ -31,6 +31,7 @@ from accounts.core.passwords import hash_password
 from tests.database import TABLES, CreateDatabase, migrate
 from tests.faults.tables import snapshot
 from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in, unverified_parts
+from tests.integration.passkeys.authenticator import SoftAuthenticator, b64url
 from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
@@ -141,6 +142,7 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
             client_id,
             hashlib.sha256(CLIENT_SECRET.encode()).digest(),
         )
+        passkeys = await seed_passkeys(connection, uuid.UUID(member.id), client.app.state.settings)
         admin_login = await log_in(client, admin)
         member_login = await log_in(client, member)
         factors = await seed_second_factors(client, connection, faulty_database, password_hash, admin)
@@ -152,7 +154,7 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
             refresh_token=member_login.refresh_token,
             api_key_id=str(api_key_id),
             client_id=str(client_id),
-            extra=factors,
+            extra={**passkeys, **factors},
         )
     finally:
         await connection.execute("UPDATE fault_mode SET mode = 'off'")
@@ -198,6 +200,50 @@ def factor_proof(world: World) -> dict[str, Any]:
     return {
         "json": {"password": PASSWORD, "recovery_code": RECOVERY_CODE},
         "headers": world.extra["guarded_headers"],
+    }
+
+
+async def seed_passkeys(connection: asyncpg.Connection, user_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
+    """A passkey of the member's (its keys need not work: it is only renamed and deleted) and a registration
+    challenge of theirs, with the options a browser would have been given for it (`passkey_registration`)."""
+    passkey_id, challenge_id, challenge = uuid.uuid4(), uuid.uuid4(), b"c" * 32
+    await connection.execute(
+        "INSERT INTO passkeys (id, user_id, credential_id, public_key, sign_count, transports, aaguid, backup_eligible,"
+        " backed_up, name, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, 0, ARRAY['internal'], $5, true, true, 'Laptop', now(), now())",
+        passkey_id,
+        user_id,
+        b"\1" * 32,
+        b"\2" * 77,
+        uuid.UUID(int=0),
+    )
+    await connection.execute(
+        "INSERT INTO webauthn_challenges (id, purpose, challenge, user_id, expires_at, created_at, updated_at)"
+        " VALUES ($1, 'registration', $2, $3, now() + interval '1 hour', now(), now())",
+        challenge_id,
+        challenge,
+        user_id,
+    )
+    options = {
+        "rp": {"id": settings.rp_id},
+        "user": {"id": b64url(user_id.bytes)},
+        "challenge": b64url(challenge),
+        "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+    }
+    return {
+        "passkey_id": str(passkey_id),
+        "challenge_id": str(challenge_id),
+        "registration_options": options,
+        "origin": settings.origins[0],
+    }
+
+
+def passkey_registration(world: World) -> dict[str, Any]:
+    """A registration of a new passkey answering the member's seeded challenge (a new credential each call)."""
+    credential = SoftAuthenticator(origin=world.extra["origin"]).create(world.extra["registration_options"])
+    return {
+        "json": {"challenge_id": world.extra["challenge_id"], "credential": credential},
+        "headers": world.member_headers,
     }
 
 
@@ -270,6 +316,22 @@ WRITES = {
     ),
     "deleteOAuthClient": Write("DELETE", "/api/v1/oauth-clients/{w.client_id}", 204, lambda w: {"headers": w.admin}),
     "revokeToken": Write("POST", "/api/v1/auth/revoke", 200, lambda w: {"data": {"token": w.member_token}}),
+    "startPasskeyRegistration": Write(
+        "POST", "/api/v1/users/me/passkeys/registration-options", 200, lambda w: {"headers": w.member_headers}
+    ),
+    "registerPasskey": Write("POST", "/api/v1/users/me/passkeys", 201, passkey_registration),
+    "renameMyPasskey": Write(
+        "PATCH",
+        "/api/v1/users/me/passkeys/{w.extra[passkey_id]}",
+        200,
+        lambda w: {"json": {"name": "Old laptop"}, "headers": w.member_headers},
+    ),
+    "deleteMyPasskey": Write(
+        "DELETE", "/api/v1/users/me/passkeys/{w.extra[passkey_id]}", 204, lambda w: {"headers": w.member_headers}
+    ),
+    "deleteUserPasskey": Write(
+        "DELETE", "/api/v1/users/{w.member.id}/passkeys/{w.extra[passkey_id]}", 204, lambda w: {"headers": w.admin}
+    ),
     "enrolTotp": Write("POST", "/api/v1/users/me/mfa/totp", 200, lambda w: {"headers": w.member_headers}),
     "confirmTotp": Write(
         "POST",

@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 from accounts.app import REQUEST_EXAMPLES as EXAMPLES
 from accounts.auth import schemas as auth_schemas
 from accounts.clients import schemas as client_schemas
+from accounts.passkeys import schemas as passkey_schemas
 from accounts.users import schemas as user_schemas
 
 Client = AsyncTestClient[Litestar]
@@ -132,7 +133,7 @@ async def test_security_is_declared_on_exactly_the_protected_operations(client: 
 
 # --- MessagePack twins, request examples, plain schemas, conditional requests ---------------------
 
-REQUEST_BODY_MODULES = (user_schemas, auth_schemas, client_schemas)
+REQUEST_BODY_MODULES = (user_schemas, auth_schemas, client_schemas, passkey_schemas)
 OPTIONAL_BY_STANDARD = {"TokenResponse", "TokenIntrospection", "UserInfo", "ServerMetadata"}
 """Success bodies whose standards (RFC 6749 5.1, RFC 7662, OpenID Connect, RFC 8414) make members optional."""
 FILE_UPLOAD = "application/octet-stream"

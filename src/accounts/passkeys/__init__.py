@@ -1,0 +1,1 @@
+"""Passkeys: WebAuthn credentials a user registers, and the ceremonies that make and use them."""
