@@ -49,17 +49,23 @@ class AuthenticatorAttestationResponseJSON(Struct, kw_only=True):
     transports: Annotated[list[Transport], Meta(max_length=16)] = []
 
 
-class RegistrationResponseJSON(Struct, kw_only=True):
-    """The browser's answer to `navigator.credentials.create()`, as `PublicKeyCredential.toJSON()` gives it."""
+class PublicKeyCredentialJSON(Struct, kw_only=True):
+    """What the browser's answers to both ceremonies share: the members of `PublicKeyCredential.toJSON()` besides
+    `response`."""
 
     id: CredentialId
     raw_id: CredentialId = field(name="rawId")
     type: Literal["public-key"]
-    response: AuthenticatorAttestationResponseJSON
     authenticator_attachment: Literal["platform", "cross-platform"] | None = field(
         name="authenticatorAttachment", default=None
     )
     client_extension_results: dict[str, Any] = field(name="clientExtensionResults", default_factory=dict)
+
+
+class RegistrationResponseJSON(PublicKeyCredentialJSON, kw_only=True):
+    """The browser's answer to `navigator.credentials.create()`, as `PublicKeyCredential.toJSON()` gives it."""
+
+    response: AuthenticatorAttestationResponseJSON
 
 
 class AuthenticatorAssertionResponseJSON(Struct, kw_only=True):
@@ -69,17 +75,10 @@ class AuthenticatorAssertionResponseJSON(Struct, kw_only=True):
     user_handle: UserHandle | None = field(name="userHandle", default=None)
 
 
-class AuthenticationResponseJSON(Struct, kw_only=True):
+class AuthenticationResponseJSON(PublicKeyCredentialJSON, kw_only=True):
     """The browser's answer to `navigator.credentials.get()`, as `PublicKeyCredential.toJSON()` gives it."""
 
-    id: CredentialId
-    raw_id: CredentialId = field(name="rawId")
-    type: Literal["public-key"]
     response: AuthenticatorAssertionResponseJSON
-    authenticator_attachment: Literal["platform", "cross-platform"] | None = field(
-        name="authenticatorAttachment", default=None
-    )
-    client_extension_results: dict[str, Any] = field(name="clientExtensionResults", default_factory=dict)
 
 
 class PasskeyOptions(Struct, kw_only=True):

@@ -123,21 +123,15 @@ class SoftAuthenticator:
             statement = {"alg": ES256, "sig": credential.sign(auth_data + hashlib.sha256(client_data).digest())}
         attestation_object = cbor2.dumps({"fmt": self.attestation, "attStmt": statement, "authData": auth_data})
         public_key = credential.private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return {
-            "id": b64url(credential.credential_id),
-            "rawId": b64url(credential.credential_id),
-            "type": "public-key",
-            "response": {
-                "clientDataJSON": b64url(client_data),
-                "attestationObject": b64url(attestation_object),
-                "authenticatorData": b64url(auth_data),
-                "publicKey": b64url(public_key),
-                "publicKeyAlgorithm": ES256,
-                "transports": list(self.transports),
-            },
-            "authenticatorAttachment": "platform",
-            "clientExtensionResults": {"credProps": {"rk": True}},
+        response = {
+            "clientDataJSON": b64url(client_data),
+            "attestationObject": b64url(attestation_object),
+            "authenticatorData": b64url(auth_data),
+            "publicKey": b64url(public_key),
+            "publicKeyAlgorithm": ES256,
+            "transports": list(self.transports),
         }
+        return _as_json(credential, response, extensions={"credProps": {"rk": True}})
 
     def get(
         self,
@@ -155,19 +149,13 @@ class SoftAuthenticator:
             credential.sign_count += 1
         client_data = self._client_data("webauthn.get", options["challenge"], origin)
         auth_data = self._authenticator_data(credential.rp_id, 0, credential.sign_count)
-        return {
-            "id": b64url(credential.credential_id),
-            "rawId": b64url(credential.credential_id),
-            "type": "public-key",
-            "response": {
-                "clientDataJSON": b64url(client_data),
-                "authenticatorData": b64url(auth_data),
-                "signature": b64url(credential.sign(auth_data + hashlib.sha256(client_data).digest())),
-                "userHandle": b64url(credential.user_handle),
-            },
-            "authenticatorAttachment": "platform",
-            "clientExtensionResults": {},
+        response = {
+            "clientDataJSON": b64url(client_data),
+            "authenticatorData": b64url(auth_data),
+            "signature": b64url(credential.sign(auth_data + hashlib.sha256(client_data).digest())),
+            "userHandle": b64url(credential.user_handle),
         }
+        return _as_json(credential, response, extensions={})
 
     def credential_ids(self) -> list[bytes]:
         """The ids of the credentials it holds, oldest first."""
@@ -198,3 +186,15 @@ class SoftAuthenticator:
         flags = UP | extra_flags | (UV if self.user_verified else 0)
         flags |= (BE if self.backup_eligible else 0) | (BS if self.backed_up else 0)
         return hashlib.sha256(rp_id.encode()).digest() + bytes([flags]) + struct.pack(">I", sign_count)
+
+
+def _as_json(credential: Credential, response: dict[str, Any], *, extensions: dict[str, Any]) -> dict[str, Any]:
+    """A PublicKeyCredential as `toJSON()` gives it (WebAuthn section 5.1.8)."""
+    return {
+        "id": b64url(credential.credential_id),
+        "rawId": b64url(credential.credential_id),
+        "type": "public-key",
+        "response": response,
+        "authenticatorAttachment": "platform",
+        "clientExtensionResults": extensions,
+    }
