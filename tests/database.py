@@ -18,6 +18,11 @@ from accounts.core.security import secret_hash
 
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = (
+    # First, in the order a running webhook worker locks them (deliveries, endpoints, then events), so emptying
+    # the tables under it waits for it rather than deadlocking with it.
+    "webhook_deliveries",
+    "webhooks",
+    "webhook_dispatch",
     "users",
     "refresh_tokens",
     "api_keys",

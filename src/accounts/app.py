@@ -57,6 +57,8 @@ from accounts.users import schemas as users_schemas
 from accounts.users.controllers import UserController
 from accounts.users.repository import UserRepository
 from accounts.users.services import UserService
+from accounts.webhooks import schemas as webhooks_schemas
+from accounts.webhooks.controllers import WebhookController
 from accounts.worker import make_queue, worker_in_process
 
 SHARED = ("settings", "tokens", "credentials", "users", "jobs", "event_feed", "event_broadcaster", "audit_trail")
@@ -81,6 +83,7 @@ API = Router(
         SessionController,
         ApiKeyController,
         OAuthClientController,
+        WebhookController,
         PasskeyController,
         SecondFactorController,
         JobController,
@@ -94,6 +97,7 @@ REQUEST_EXAMPLES = (
     *users_schemas.REQUEST_EXAMPLES,
     *auth_schemas.REQUEST_EXAMPLES,
     *clients_schemas.REQUEST_EXAMPLES,
+    *webhooks_schemas.REQUEST_EXAMPLES,
     *passkeys_schemas.REQUEST_EXAMPLES,
     *mfa_schemas.REQUEST_EXAMPLES,
 )

@@ -142,6 +142,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "Accounts"
     )
     """The name authenticator apps show beside a TOTP code (the `issuer` of the `otpauth://` URI)."""
+    webhook_allow_private_urls: bool = False
+    """Let webhooks point at loopback, private, link-local and other non-public addresses (tests, closed networks);
+    off, such a URL is refused when saved and again at each delivery."""
+    webhook_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    """Seconds a webhook delivery may take to connect, send and be answered; longer is a failed attempt."""
+    webhook_retry_window: Annotated[int, msgspec.Meta(ge=1, le=2_592_000)] = 86_400
+    """Seconds a delivery is retried for after its first attempt (exponential back-off with full jitter), then it
+    has failed."""
+    webhook_max_consecutive_failures: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10
+    """Deliveries to one endpoint that fail for good in a row (no success between) after which it is disabled."""
+    nats_url: str | None = None
+    """NATS server with JetStream (nats://host:4222) the event relay publishes to; unset: no relay."""
+    nats_stream: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = (
+        "ACCOUNTS_EVENTS"
+    )
+    """The JetStream stream the relay publishes into (made if missing, over `nats_subject_prefix`.>)."""
+    nats_subject_prefix: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    ] = "accounts.events"
+    """Each event is published as `<prefix>.<event type>` (`accounts.events.user.created`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -176,6 +196,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{variable}: the issuer must be an http(s) URL without query or fragment")
         if settings.redis_url is not None and not settings.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("REDIS_URL: expected a Redis URL (redis://host:port/db, rediss:// or unix://)")
+        if settings.nats_url is not None and not settings.nats_url.startswith(("nats://", "tls://")):
+            raise ConfigError("NATS_URL: expected a NATS URL (nats://host:4222 or tls://host:4222)")
         return settings
 
     @property

@@ -30,6 +30,8 @@ from accounts.jobs.services import WORKER_STOPPED, WorkerContext, end_run, error
 from accounts.mail.jobs import flush_outbox, send_email
 from accounts.system.jobs import purge_expired
 from accounts.users.jobs import export_users, import_users
+from accounts.webhooks import dispatch as webhook_dispatch
+from accounts.webhooks.jobs import deliver_webhook
 
 if TYPE_CHECKING:
     from accounts.core.observability.tracing.spans import Tracing
@@ -41,6 +43,7 @@ TASKS: dict[str, Any] = {
     "export_users": export_users,
     "send_email": send_email,
     "flush_outbox": flush_outbox,
+    "deliver_webhook": deliver_webhook,
 }
 CRON_JOBS = [
     CronJob(purge_expired, cron="*/10 * * * *", timeout=300, retries=1),
@@ -86,8 +89,10 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
         )
         ctx["settings"] = settings
         ctx["pool"] = pool
+        await webhook_dispatch.start(ctx)
 
     async def shutdown(ctx: WorkerContext) -> None:
+        await webhook_dispatch.stop(ctx)
         if (pool := ctx.get("pool")) is not None:
             await pool.close()
 

@@ -104,6 +104,8 @@ class World:
     refresh_token: str
     api_key_id: str
     client_id: str
+    webhook_id: str = ""
+    delivery_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +144,7 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
             client_id,
             hashlib.sha256(CLIENT_SECRET.encode()).digest(),
         )
+        webhook_id, delivery_id = await seed_webhook(connection)
         passkeys = await seed_passkeys(connection, uuid.UUID(member.id), client.app.state.settings)
         admin_login = await log_in(client, admin)
         member_login = await log_in(client, member)
@@ -154,6 +157,8 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
             refresh_token=member_login.refresh_token,
             api_key_id=str(api_key_id),
             client_id=str(client_id),
+            webhook_id=str(webhook_id),
+            delivery_id=str(delivery_id),
             extra={**passkeys, **factors},
         )
     finally:
@@ -201,6 +206,25 @@ def factor_proof(world: World) -> dict[str, Any]:
         "json": {"password": PASSWORD, "recovery_code": RECOVERY_CODE},
         "headers": world.extra["guarded_headers"],
     }
+
+
+async def seed_webhook(connection: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    """A webhook endpoint and one delivered event of it."""
+    webhook_id, delivery_id = uuid.uuid4(), uuid.uuid4()
+    await connection.execute(
+        "INSERT INTO webhooks (id, url, event_types, description, secret, enabled, consecutive_failures, created_at,"
+        " updated_at) VALUES ($1, 'https://93.184.215.14/old', ARRAY['user.*'], 'old', $2, true, 0, now(), now())",
+        webhook_id,
+        b"\3" * 32,
+    )
+    await connection.execute(
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, subject, payload, status, attempts,"
+        " created_at, updated_at) VALUES ($1, $2, $3, 'user.created', 'user:x', '{}', 'succeeded', 1, now(), now())",
+        delivery_id,
+        webhook_id,
+        uuid.uuid4(),
+    )
+    return webhook_id, delivery_id
 
 
 async def seed_passkeys(connection: asyncpg.Connection, user_id: uuid.UUID, settings: Settings) -> dict[str, Any]:
@@ -315,6 +339,25 @@ WRITES = {
         "POST", "/api/v1/oauth-clients/{w.client_id}/secret", 200, lambda w: {"json": {}, "headers": w.admin}
     ),
     "deleteOAuthClient": Write("DELETE", "/api/v1/oauth-clients/{w.client_id}", 204, lambda w: {"headers": w.admin}),
+    "createWebhook": Write(
+        "POST",
+        "/api/v1/webhooks",
+        201,
+        lambda w: {"json": {"url": "https://93.184.215.14/new", "event_types": ["*"]}, "headers": w.admin},
+    ),
+    "updateWebhook": Write(
+        "PATCH", "/api/v1/webhooks/{w.webhook_id}", 200, lambda w: {"json": {"description": "new"}, "headers": w.admin}
+    ),
+    "rotateWebhookSecret": Write(
+        "POST", "/api/v1/webhooks/{w.webhook_id}/rotate-secret", 200, lambda w: {"json": {}, "headers": w.admin}
+    ),
+    "deleteWebhook": Write("DELETE", "/api/v1/webhooks/{w.webhook_id}", 204, lambda w: {"headers": w.admin}),
+    "redeliverWebhook": Write(
+        "POST",
+        "/api/v1/webhooks/{w.webhook_id}/deliveries/{w.delivery_id}/redeliver",
+        202,
+        lambda w: {"headers": w.admin},
+    ),
     "revokeToken": Write("POST", "/api/v1/auth/revoke", 200, lambda w: {"data": {"token": w.member_token}}),
     "startPasskeyRegistration": Write(
         "POST", "/api/v1/users/me/passkeys/registration-options", 200, lambda w: {"headers": w.member_headers}
