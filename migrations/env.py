@@ -14,6 +14,7 @@ import accounts.core.limits
 import accounts.events.models
 import accounts.mail.models
 import accounts.mfa.models
+import accounts.passkeys.models
 import accounts.users.models  # noqa: F401
 from accounts.core.db import Base, include_object
 

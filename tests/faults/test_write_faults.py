@@ -32,6 +32,7 @@ from tests.database import TABLES, CreateDatabase, migrate
 from tests.faults.tables import snapshot
 from tests.integration.auth.support import PASSWORD, Account, insert_user, log_in, unverified_parts
 from tests.integration.passkeys.authenticator import SoftAuthenticator, b64url
+from tests.integration.passkeys.support import register_passkey
 from tests.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
@@ -145,9 +146,10 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
             hashlib.sha256(CLIENT_SECRET.encode()).digest(),
         )
         webhook_id, delivery_id = await seed_webhook(connection)
-        passkeys = await seed_passkeys(connection, uuid.UUID(member.id), client.app.state.settings)
         admin_login = await log_in(client, admin)
         member_login = await log_in(client, member)
+        # Logged in first: with a passkey, a password alone logs in no more.
+        passkeys = await seed_passkeys(connection, uuid.UUID(member.id), client.app.state.settings)
         factors = await seed_second_factors(client, connection, faulty_database, password_hash, admin)
         factors["member_session"] = session_of(member_login.headers)
         yield World(
@@ -164,48 +166,6 @@ async def world(client: Client, faulty_database: str, password_hash: str) -> Asy
     finally:
         await connection.execute("UPDATE fault_mode SET mode = 'off'")
         await connection.close()
-
-
-RECOVERY_CODE = "AAAA-BBBB-CCCC"
-TOTP_SECRET = b"the totp secret 0123"
-
-
-async def seed_second_factors(
-    client: Client, connection: asyncpg.Connection, database_url: str, password_hash: str, admin: Account
-) -> dict[str, Any]:
-    """A user logged in with TOTP on and a known recovery code (TOTP is turned off, recovery codes renewed), and an
-    enrolment of the admin's waiting for its first code (made by pyotp)."""
-    guarded = await insert_user(database_url, password_hash, "guarded")
-    guarded_login = await log_in(client, guarded)
-    sealer = client.app.state.sealer
-    for user_id, confirmed in ((uuid.UUID(guarded.id), True), (uuid.UUID(admin.id), False)):
-        await connection.execute(
-            "INSERT INTO totp_factors (user_id, sealed_secret, confirmed_at)"
-            " VALUES ($1, $2, CASE WHEN $3 THEN now() END)",
-            user_id,
-            sealer.seal(TOTP_SECRET, user_id),
-            confirmed,
-        )
-    await connection.execute(
-        "INSERT INTO recovery_codes (id, user_id, code_hash, created_at, updated_at) VALUES ($1, $2, $3, now(), now())",
-        uuid.uuid4(),
-        uuid.UUID(guarded.id),
-        hashlib.sha256(RECOVERY_CODE.replace("-", "").encode()).digest(),
-    )
-    return {"guarded_headers": guarded_login.headers}
-
-
-def session_of(headers: dict[str, str]) -> str:
-    """The session id (`sid`) of the access token in `headers`."""
-    token = headers["Authorization"].removeprefix("Bearer ")
-    return str(unverified_parts(token)[1]["sid"])
-
-
-def factor_proof(world: World) -> dict[str, Any]:
-    return {
-        "json": {"password": PASSWORD, "recovery_code": RECOVERY_CODE},
-        "headers": world.extra["guarded_headers"],
-    }
 
 
 async def seed_webhook(connection: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
@@ -262,6 +222,59 @@ async def seed_passkeys(connection: asyncpg.Connection, user_id: uuid.UUID, sett
     }
 
 
+RECOVERY_CODE = "AAAA-BBBB-CCCC"
+TOTP_SECRET = b"the totp secret 0123"
+
+
+async def seed_second_factors(
+    client: Client, connection: asyncpg.Connection, database_url: str, password_hash: str, admin: Account
+) -> dict[str, Any]:
+    """A user logged in with TOTP on and a known recovery code (TOTP is turned off, recovery codes renewed), and an
+    enrolment of the admin's waiting for its first code (made by pyotp)."""
+    guarded = await insert_user(database_url, password_hash, "guarded")
+    guarded_login = await log_in(client, guarded)
+    sealer = client.app.state.sealer
+    for user_id, confirmed in ((uuid.UUID(guarded.id), True), (uuid.UUID(admin.id), False)):
+        await connection.execute(
+            "INSERT INTO totp_factors (user_id, sealed_secret, confirmed_at)"
+            " VALUES ($1, $2, CASE WHEN $3 THEN now() END)",
+            user_id,
+            sealer.seal(TOTP_SECRET, user_id),
+            confirmed,
+        )
+    await connection.execute(
+        "INSERT INTO recovery_codes (id, user_id, code_hash, created_at, updated_at) VALUES ($1, $2, $3, now(), now())",
+        uuid.uuid4(),
+        uuid.UUID(guarded.id),
+        hashlib.sha256(RECOVERY_CODE.replace("-", "").encode()).digest(),
+    )
+    # The guarded user's passkey, made through the API by a software authenticator, and a login challenge for it.
+    authenticator = SoftAuthenticator(origin=client.app.state.settings.origins[0])
+    await register_passkey(client, guarded_login.headers, authenticator)
+    started = (await client.post("/api/v1/auth/passkey/options", json={})).json()
+    return {"guarded_headers": guarded_login.headers, "authenticator": authenticator, "passkey_login": started}
+
+
+def passkey_login(world: World) -> dict[str, Any]:
+    """The guarded user's authenticator answering the seeded login challenge (its counter moves on each call)."""
+    started = world.extra["passkey_login"]
+    credential = world.extra["authenticator"].get(started["options"])
+    return {"json": {"challenge_id": started["challenge_id"], "credential": credential}}
+
+
+def session_of(headers: dict[str, str]) -> str:
+    """The session id (`sid`) of the access token in `headers`."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return str(unverified_parts(token)[1]["sid"])
+
+
+def factor_proof(world: World) -> dict[str, Any]:
+    return {
+        "json": {"password": PASSWORD, "recovery_code": RECOVERY_CODE},
+        "headers": world.extra["guarded_headers"],
+    }
+
+
 def passkey_registration(world: World) -> dict[str, Any]:
     """A registration of a new passkey answering the member's seeded challenge (a new credential each call)."""
     credential = SoftAuthenticator(origin=world.extra["origin"]).create(world.extra["registration_options"])
@@ -304,7 +317,8 @@ WRITES = {
         "POST",
         "/api/v1/auth/token",
         200,
-        lambda w: {"data": {"grant_type": "password", "username": w.member.username, "password": PASSWORD}},
+        # The admin's: the member has a passkey, so a password alone gets an mfa_required challenge (also a write).
+        lambda _: {"data": {"grant_type": "password", "username": "admin", "password": PASSWORD}},
     ),
     "refreshToken": Write("POST", "/api/v1/auth/refresh", 200, lambda w: {"json": {"refresh_token": w.refresh_token}}),
     "logOut": Write("POST", "/api/v1/auth/logout", 204, lambda w: {"json": {"refresh_token": w.refresh_token}}),
@@ -385,6 +399,8 @@ WRITES = {
     "disableTotp": Write("POST", "/api/v1/users/me/mfa/totp/disable", 204, factor_proof),
     "renewRecoveryCodes": Write("POST", "/api/v1/users/me/mfa/recovery-codes", 200, factor_proof),
     "resetUserSecondFactors": Write("DELETE", "/api/v1/users/{w.member.id}/mfa", 204, lambda w: {"headers": w.admin}),
+    "startPasskeyLogin": Write("POST", "/api/v1/auth/passkey/options", 200, lambda _: {"json": {}}),
+    "logInWithPasskey": Write("POST", "/api/v1/auth/passkey/login", 200, passkey_login),
     "endMySession": Write(
         "DELETE",
         "/api/v1/users/me/sessions/{w.extra[member_session]}",

@@ -15,6 +15,8 @@ from openapi_spec_validator import validate
 from accounts.app import REQUEST_EXAMPLES as EXAMPLES
 from accounts.auth import schemas as auth_schemas
 from accounts.clients import schemas as client_schemas
+from accounts.core.security import ADMIN_SCOPES
+from accounts.mfa import schemas as mfa_schemas
 from accounts.passkeys import schemas as passkey_schemas
 from accounts.users import schemas as user_schemas
 
@@ -51,8 +53,12 @@ async def test_every_operation_has_id_summary_tag_and_problem_responses(client: 
             for code, spec in errors.items():
                 if operation["operationId"] in OAUTH_OPERATIONS:  # RFC 6749 errors: application/json, `error`
                     assert "application/json" in spec["content"], (where, code)
+                    # A login whose user has a second factor: `mfa_required` and its `mfa_token` (Auth0's MFA grant).
+                    expected = (
+                        "MfaRequired" if (operation["operationId"], code) == ("createToken", "403") else "OAuthProblem"
+                    )
                     assert spec["content"]["application/json"]["schema"] == {
-                        "$ref": "#/components/schemas/OAuthProblem"
+                        "$ref": f"#/components/schemas/{expected}"
                     }, (where, code)
                     continue
                 assert set(spec["content"]) == {"application/problem+json", "application/problem+msgpack"}, (
@@ -109,6 +115,8 @@ PUBLIC_OPERATIONS = {
     "requestPasswordReset",
     "confirmPasswordReset",
     "getJwks",
+    "startPasskeyLogin",
+    "logInWithPasskey",
 }
 
 
@@ -118,7 +126,7 @@ async def test_security_is_declared_on_exactly_the_protected_operations(client: 
     flows = doc["components"]["securitySchemes"]["oauth2"]["flows"]
     assert set(flows) == {"password", "clientCredentials"}
     assert {flow["tokenUrl"] for flow in flows.values()} == {"/api/v1/auth/token"}
-    assert set(flows["clientCredentials"]["scopes"]) == {"users:read", "users:write", "tokens:introspect"}
+    assert set(flows["clientCredentials"]["scopes"]) == ADMIN_SCOPES
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             if method not in HTTP_METHODS:
@@ -133,7 +141,7 @@ async def test_security_is_declared_on_exactly_the_protected_operations(client: 
 
 # --- MessagePack twins, request examples, plain schemas, conditional requests ---------------------
 
-REQUEST_BODY_MODULES = (user_schemas, auth_schemas, client_schemas, passkey_schemas)
+REQUEST_BODY_MODULES = (user_schemas, auth_schemas, client_schemas, passkey_schemas, mfa_schemas)
 OPTIONAL_BY_STANDARD = {"TokenResponse", "TokenIntrospection", "UserInfo", "ServerMetadata"}
 """Success bodies whose standards (RFC 6749 5.1, RFC 7662, OpenID Connect, RFC 8414) make members optional."""
 FILE_UPLOAD = "application/octet-stream"

@@ -29,6 +29,8 @@ from accounts.auth.schemas import (
     EmailVerification,
     JwkSet,
     MfaRequired,
+    PasskeyLogin,
+    PasskeyLoginStart,
     PasswordChange,
     PasswordResetConfirm,
     PasswordResetRequest,
@@ -82,6 +84,7 @@ from accounts.core.security import (
 )
 from accounts.jobs.services import Jobs
 from accounts.mail.jobs import enqueue_email
+from accounts.passkeys.schemas import PasskeyOptions
 from accounts.users.schemas import UserCreate, UserRead
 from accounts.users.services import UserService, to_read
 
@@ -234,6 +237,47 @@ class AuthController(Controller):
             f"grant_type: {data.grant_type!r} is not one of {', '.join(GRANT_TYPES)}",
             errors=[FieldError(field="grant_type", message=f"expected one of {', '.join(GRANT_TYPES)}")],
         )
+
+    @post(
+        "/passkey/options",
+        opt=PUBLIC,
+        name="startPasskeyLogin",
+        summary="Start a passkey login (WebAuthn)",
+        description="Without a body field, a passwordless, usernameless login: `options` (for "
+        "`navigator.credentials.get`) list no credentials, so the browser offers the passkeys it holds for this "
+        "site, and user verification is required. With the `mfa_token` of an `mfa_required` answer, the second step "
+        "of that password login: the options list the user's passkeys. The challenge works once, for "
+        "`WEBAUTHN_CHALLENGE_TTL` seconds.",
+        status_code=200,
+        cache_control=NO_STORE,
+        responses=problem_responses(400, 401, 413, 415),
+    )
+    async def start_passkey_login(
+        self, auth: NamedDependency[AuthService], data: JSONBody[PasskeyLoginStart]
+    ) -> PasskeyOptions:
+        mfa_token = data.mfa_token if isinstance(data.mfa_token, str) else None
+        challenge_id, options = await auth.passkey_options(mfa_token)
+        return PasskeyOptions(challenge_id=challenge_id, options=options)
+
+    @post(
+        "/passkey/login",
+        opt=PUBLIC,
+        name="logInWithPasskey",
+        summary="Finish a passkey login: the tokens",
+        description='The browser\'s answer to `startPasskeyLogin`\'s options. Tokens say `amr` `["hwk", "user", '
+        '"mfa"]` (passwordless) or `["pwd", "hwk", "mfa"]` (a second factor). A passkey that does not '
+        "verify (another site, a used challenge, a signature counter that went back: a cloned authenticator) is a "
+        "401 that counts against the failed-login limits, as a wrong password does.",
+        status_code=200,
+        cache_control=NO_STORE,
+        responses=problem_responses(400, 401, 413, 415, 429),
+    )
+    async def log_in_with_passkey(
+        self, auth: NamedDependency[AuthService], request: Request[Any, Any, Any], data: JSONBody[PasskeyLogin]
+    ) -> Response[TokenResponse]:
+        mfa_token = data.mfa_token if isinstance(data.mfa_token, str) else None
+        login = await auth.passkey_login(data.challenge_id, data.credential, mfa_token, device(request))
+        return signed_in(request, login)
 
     @post(
         "/introspect",

@@ -10,6 +10,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from accounts.core.errors import OAuthProblem
 from accounts.core.security import Scope
+from accounts.passkeys.schemas import AuthenticationResponseJSON, AuthenticatorAssertionResponseJSON
 from accounts.users.schemas import (
     NO_NUL,
     ONE_LINE,
@@ -46,6 +47,28 @@ class TokenRequest(Struct, kw_only=True):
     mfa_token: Annotated[str, Meta(max_length=256, pattern=ONE_LINE, description="A second-factor challenge's.")] = ""
     otp: Annotated[str, Meta(max_length=6, pattern=whole_string("[0-9]*"), description="A TOTP code.")] = ""
     recovery_code: Annotated[str, Meta(max_length=20, pattern=whole_string("[A-Za-z0-9 -]*"))] = ""
+
+
+MfaToken = Annotated[
+    str,
+    Meta(min_length=1, max_length=256, pattern=ONE_LINE, description="The `mfa_token` of an `mfa_required` answer."),
+]
+
+
+class PasskeyLoginStart(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Ask for a passkey sign-in's options: without `mfa_token` a passwordless, usernameless login (the browser offers
+    the passkeys it holds for this site); with it, the second step of a password login."""
+
+    mfa_token: MfaToken | UnsetType = UNSET
+
+
+class PasskeyLogin(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The browser's answer (`navigator.credentials.get`, as AuthenticationResponseJSON) to the options of
+    `startPasskeyLogin`, with the same `mfa_token` if one was given there."""
+
+    challenge_id: UUID
+    credential: AuthenticationResponseJSON
+    mfa_token: MfaToken | UnsetType = UNSET
 
 
 class MfaRequired(OAuthProblem, kw_only=True):
@@ -270,5 +293,20 @@ REQUEST_EXAMPLES: tuple[Struct, ...] = (
     PasswordResetRequest(email="ada@example.com"),
     PasswordResetConfirm(token=_TOKEN, new_password="battery staple"),  # noqa: S106
     ApiKeyCreate(name="billing-service", scopes=["users:read"], expires_at=datetime(2099, 1, 1, tzinfo=UTC)),
+    PasskeyLoginStart(),
+    PasskeyLogin(
+        challenge_id=UUID("01936f3e-5c2a-7b1e-9a4d-3f0c2b1a0e9d"),
+        credential=AuthenticationResponseJSON(
+            id="dGhlIGNyZWRlbnRpYWwgaWQgb2YgMzIgYnl0ZXMhIQ",
+            raw_id="dGhlIGNyZWRlbnRpYWwgaWQgb2YgMzIgYnl0ZXMhIQ",
+            type="public-key",
+            response=AuthenticatorAssertionResponseJSON(
+                client_data_json="eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0",
+                authenticator_data="SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ",
+                signature="MEUCIQDexampleexampleexampleexampleexampleexample",
+                user_handle="AZNvPlwqex6aTT8MKxoOnQ",
+            ),
+        ),
+    ),
 )
 """The example of each request body of this domain, for the OpenAPI document."""

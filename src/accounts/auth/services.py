@@ -3,10 +3,11 @@ the failed-login limits."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -46,6 +47,8 @@ from accounts.events.services import Subject, record
 from accounts.mail.outbox import Outbox
 from accounts.mfa.services import SecondFactorService
 from accounts.mfa.totp import SecretSealer
+from accounts.passkeys.schemas import AuthenticationResponseJSON
+from accounts.passkeys.services import PasskeyRejected, PasskeyService
 from accounts.users.models import User
 from accounts.users.schemas import UserCreate
 from accounts.users.services import UserService, normalise_email
@@ -146,6 +149,13 @@ def to_key_read(key: ApiKey) -> ApiKeyRead:
     return msgspec.convert(key, ApiKeyRead, from_attributes=True)
 
 
+# Which second factors a user has, in one round trip (the tables belong to accounts.mfa and accounts.passkeys).
+_SECOND_FACTORS = text(
+    "SELECT EXISTS (SELECT FROM totp_factors WHERE user_id = :user_id AND confirmed_at IS NOT NULL) AS totp,"
+    " EXISTS (SELECT FROM passkeys WHERE user_id = :user_id) AS passkey"
+).execution_options(bind_group=PRIMARY)
+
+
 class AuthService:
     """Sign-in and the lifecycle of a user's tokens."""
 
@@ -198,9 +208,14 @@ class AuthService:
             return await self._challenge(user.id, ["pwd"], methods, device)
         return await self.sign_in(user, ["pwd"], device)
 
+    @cached_property
+    def passkeys(self) -> PasskeyService:
+        return PasskeyService(self.session, self.settings, self.users)
+
     async def second_factor_methods(self, user_id: UUID) -> list[str]:
         """The ways the user can answer a login's second-factor challenge (none: a password is enough)."""
-        return ["otp", "recovery_code"] if await self.factors.has_totp(user_id) else []
+        row = (await self.session.execute(_SECOND_FACTORS, {"user_id": user_id})).one()
+        return (["otp", "recovery_code"] if row.totp else []) + (["passkey"] if row.passkey else [])
 
     async def _challenge(self, user_id: UUID, amr: list[str], methods: list[str], device: Device) -> MfaChallengeIssued:
         token = new_email_token()
@@ -218,10 +233,47 @@ class AuthService:
         await self.session.flush()
         return MfaChallengeIssued(mfa_token=token, expires_in=ttl, methods=methods)
 
-    async def complete_login(self, mfa_token: str, method: str, code: str, device: Device) -> SignedIn:
-        """The second step of a login: the challenge's `mfa_token` and a current TOTP code (`otp`) or an unused
-        recovery code. A wrong code counts against the account's failed-login limit, as a wrong password does; the
-        challenge is spent only by a right one."""
+    async def passkey_options(self, mfa_token: str | None) -> tuple[UUID, dict[str, Any]]:
+        """A passkey sign-in's challenge and options: bound to the user of `mfa_token` (the second step of a password
+        login), or to nobody (a passwordless login by a discoverable passkey)."""
+        user_id = (await self._challenge_of(mfa_token)).user_id if mfa_token else None
+        return await self.passkeys.authentication_options(user_id)
+
+    async def passkey_login(
+        self, challenge_id: UUID, credential: AuthenticationResponseJSON, mfa_token: str | None, device: Device
+    ) -> SignedIn:
+        """Tokens for the user whose passkey signed the challenge. With `mfa_token` the passkey must be that user's
+        and it completes their password login; without, it is the only factor (its user verification required). A
+        failed assertion counts against the address's limit and, when its account is known, the account's."""
+        challenge = await self._challenge_of(mfa_token) if mfa_token else None
+        known = challenge.user_id if challenge is not None else None
+        attempt = await self.attempts.start(
+            self._limits(str(known), device)
+            if known is not None
+            else {f"address:{device.address}": self.settings.login_max_failures_per_address}
+        )
+        try:
+            passkey = await self.passkeys.authenticate(challenge_id, credential, known)
+        except PasskeyRejected as exc:
+            if exc.user_id is not None:
+                await _audit_login(self.session, "login.failed", exc.user_id, method="passkey", reason=str(exc))
+            await attempt.failed()
+            if known is None and exc.user_id is not None:  # now the account is known: it counts there too
+                limit = {f"account:{exc.user_id}": self.settings.login_max_failures_per_account}
+                with contextlib.suppress(TooManyAttempts):  # at its limit already: nothing more to count
+                    await (await self.attempts.start(limit)).failed()
+            raise
+        if challenge is not None:
+            await self._spend_challenge(challenge)
+        await attempt.succeeded()
+        user = await self.users.row(self.session, passkey.user_id)
+        if not user.is_active:
+            raise InvalidGrant(WRONG_CREDENTIALS)
+        amr = [*challenge.amr, "hwk", "mfa"] if challenge is not None else ["hwk", "user", "mfa"]
+        return await self.sign_in(user, amr, device)
+
+    async def _challenge_of(self, mfa_token: str) -> MfaChallenge:
+        """The open challenge of a password login that `mfa_token` names."""
         challenge = await self.session.scalar(
             select(MfaChallenge)
             .where(
@@ -233,20 +285,30 @@ class AuthService:
         )
         if challenge is None:
             raise InvalidGrant(INVALID_MFA_TOKEN)
-        attempt = await self.attempts.start(self._limits(str(challenge.user_id), device))
-        spend = self.factors.spend_totp if method == "otp" else self.factors.spend_recovery_code
-        if not await spend(challenge.user_id, code):
-            await _audit_login(self.session, "login.failed", challenge.user_id, method=method, reason="wrong code")
-            await attempt.failed()
-            raise InvalidGrant(WRONG_CODE)
+        return challenge
+
+    async def _spend_challenge(self, challenge: MfaChallenge) -> None:
         spent = await self.session.execute(
             update(MfaChallenge)
             .where(MfaChallenge.id == challenge.id, MfaChallenge.used_at.is_(None))
             .values(used_at=func.now())
             .returning(MfaChallenge.id)
         )
-        if spent.first() is None:  # a concurrent request with another right code took it
+        if spent.first() is None:  # a concurrent request with another right answer took it
             raise InvalidGrant(INVALID_MFA_TOKEN)
+
+    async def complete_login(self, mfa_token: str, method: str, code: str, device: Device) -> SignedIn:
+        """The second step of a login: the challenge's `mfa_token` and a current TOTP code (`otp`) or an unused
+        recovery code. A wrong code counts against the account's failed-login limit, as a wrong password does; the
+        challenge is spent only by a right one."""
+        challenge = await self._challenge_of(mfa_token)
+        attempt = await self.attempts.start(self._limits(str(challenge.user_id), device))
+        spend = self.factors.spend_totp if method == "otp" else self.factors.spend_recovery_code
+        if not await spend(challenge.user_id, code):
+            await _audit_login(self.session, "login.failed", challenge.user_id, method=method, reason="wrong code")
+            await attempt.failed()
+            raise InvalidGrant(WRONG_CODE)
+        await self._spend_challenge(challenge)
         await attempt.succeeded()
         user = await self.users.row(self.session, challenge.user_id)
         if not user.is_active:

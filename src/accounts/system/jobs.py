@@ -12,6 +12,7 @@ from accounts.core.http.idempotency import purge_idempotency_keys
 from accounts.events.services import AuditTrail
 from accounts.jobs.services import WorkerContext, purge_results
 from accounts.mail.jobs import purge_outbox
+from accounts.passkeys.services import purge_expired_challenges
 
 log = structlog.get_logger("accounts.housekeeping")
 
@@ -27,6 +28,7 @@ async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
         "outbox_messages": await purge_outbox(pool),
         "job_result_files": await asyncio.to_thread(purge_results, settings),
         "events": await AuditTrail(pool).purge(settings.audit_retention_days),
+        "webauthn_challenges": await purge_expired_challenges(pool),
     }
     log.info("purged expired rows", **deleted)
     return deleted

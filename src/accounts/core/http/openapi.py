@@ -59,6 +59,7 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
                     "users:read": "Read any user",
                     "users:write": "Create, update, delete and import users",
                     "tokens:introspect": "Introspect tokens (RFC 7662)",
+                    "events:read": "Read the event feed and its stream",
                 },
             ),
         ),
