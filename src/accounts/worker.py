@@ -26,6 +26,7 @@ from saq.utils import now
 from accounts.config import Settings
 from accounts.core.observability.logging import configure_logging
 from accounts.core.observability.tracing import start_tracing
+from accounts.events import nats as nats_relay
 from accounts.jobs.services import WORKER_STOPPED, WorkerContext, end_run, error_line
 from accounts.mail.jobs import flush_outbox, send_email
 from accounts.system.jobs import purge_expired
@@ -82,6 +83,8 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
     if tracing is not None:
         tracing.carry_context(queue)
 
+    relays: list[nats_relay.RunningRelay] = []
+
     async def startup(ctx: WorkerContext) -> None:
         # A job run's fence is a session advisory lock on its connection: never through PgBouncer.
         pool = await asyncpg.create_pool(
@@ -90,9 +93,13 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
         ctx["settings"] = settings
         ctx["pool"] = pool
         await webhook_dispatch.start(ctx)
+        if (running := await nats_relay.start(settings)) is not None:  # NATS_URL set: relay the feed to JetStream
+            relays.append(running)
 
     async def shutdown(ctx: WorkerContext) -> None:
         await webhook_dispatch.stop(ctx)
+        for running in relays:
+            await running.stop()
         if (pool := ctx.get("pool")) is not None:
             await pool.close()
 
