@@ -64,7 +64,9 @@ def upgrade() -> None:
         sa.Column("confirmed_at", sa.DateTimeUTC(timezone=True), nullable=True),
         sa.Column("last_used_step", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTimeUTC(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_totp_factors_user_id_users"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_totp_factors_user_id_users"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_totp_factors")),
     )
     op.create_table(

@@ -138,9 +138,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database)."""
     mfa_token_ttl: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 300
     """Seconds the `mfa_token` of a password login that needs a second factor stays usable (once)."""
-    totp_issuer: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^:\x00-\x1f\x7f]+$")] = (
-        "Accounts"
-    )
+    totp_issuer: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^:\x00-\x1f\x7f]+$")] = "Accounts"
     """The name authenticator apps show beside a TOTP code (the `issuer` of the `otpauth://` URI)."""
     webhook_allow_private_urls: bool = False
     """Let webhooks point at loopback, private, link-local and other non-public addresses (tests, closed networks);
