@@ -54,23 +54,29 @@ _START = text(
     """
 ).execution_options(bind_group=PRIMARY)
 
-# One round trip for a refresh: spend the token once (a conditional UPDATE: of two concurrent uses one wins), touch
-# its session if it has not ended, and hand out the chain's next token.
+# One round trip for a refresh. The session's row is locked first: a rotation and an ending of the same session (a
+# reused token, a logout) take their locks in the same order, session then tokens, so they queue and never deadlock.
+# Then the token is spent once (a conditional UPDATE: of two concurrent uses one wins), the session touched and the
+# chain's next token handed out.
 _ROTATE = text(
     """
-    WITH spent AS (
-        UPDATE refresh_tokens SET used_at = now()
-        WHERE token_hash = :token_hash AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-        RETURNING user_id, family_id
-    ), session AS (
-        UPDATE sessions SET last_used_at = now() FROM spent
-        WHERE sessions.id = spent.family_id AND sessions.revoked_at IS NULL
+    WITH session AS (
+        SELECT sessions.id FROM sessions JOIN refresh_tokens ON refresh_tokens.family_id = sessions.id
+        WHERE refresh_tokens.token_hash = :token_hash AND sessions.revoked_at IS NULL
+        FOR UPDATE OF sessions
+    ), spent AS (
+        UPDATE refresh_tokens SET used_at = now() FROM session
+        WHERE refresh_tokens.family_id = session.id AND token_hash = :token_hash
+            AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+        RETURNING refresh_tokens.family_id
+    ), touched AS (
+        UPDATE sessions SET last_used_at = now() FROM spent WHERE sessions.id = spent.family_id
         RETURNING sessions.id, sessions.user_id, sessions.amr
     ), token AS (
         INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at, created_at, updated_at)
-        SELECT :token_id, user_id, id, :new_hash, now() + make_interval(secs => :ttl), now(), now() FROM session
+        SELECT :token_id, user_id, id, :new_hash, now() + make_interval(secs => :ttl), now(), now() FROM touched
     )
-    SELECT id, user_id, amr FROM session
+    SELECT id, user_id, amr FROM touched
     """
 ).execution_options(bind_group=PRIMARY)
 
