@@ -32,7 +32,7 @@ from accounts.mail.jobs import flush_outbox, send_email
 from accounts.system.jobs import purge_expired
 from accounts.users.jobs import export_users, import_users
 from accounts.webhooks import dispatch as webhook_dispatch
-from accounts.webhooks.jobs import deliver_webhook
+from accounts.webhooks.jobs import deliver_webhook, deliver_webhooks
 
 if TYPE_CHECKING:
     from accounts.core.observability.tracing.spans import Tracing
@@ -45,6 +45,7 @@ TASKS: dict[str, Any] = {
     "send_email": send_email,
     "flush_outbox": flush_outbox,
     "deliver_webhook": deliver_webhook,
+    "deliver_webhooks": deliver_webhooks,
 }
 CRON_JOBS = [
     CronJob(purge_expired, cron="*/10 * * * *", timeout=300, retries=1),

@@ -26,7 +26,7 @@ from uuid_utils.compat import uuid7
 from accounts.config import Settings
 from accounts.events.services import START, EventFeed, Position
 from accounts.jobs.services import WorkerContext
-from accounts.webhooks.jobs import WebhookContext, deliver_job
+from accounts.webhooks.jobs import WebhookContext, batch_job, deliver_job
 from accounts.webhooks.services import WAKE_CHANNEL, matches
 
 log = structlog.get_logger("accounts.webhooks")
@@ -34,6 +34,8 @@ log = structlog.get_logger("accounts.webhooks")
 EVENTS_CHANNEL = "accounts_events"
 """The feed's notification on each commit of events (migration 0013); its payload is the writer's xid."""
 DISPATCH_PAGE = 500
+BATCH = 100
+"""Deliveries at most in one `deliver_webhooks` job."""
 SWEEP_INTERVAL = 5.0
 """Seconds between the dispatcher's runs when nothing wakes it, each with a sweep of what is overdue."""
 SWEEP_OVERDUE = 2.0
@@ -42,6 +44,8 @@ SWEEP_BATCH = 1000
 BEHIND_HORIZON_RETRY = 0.02
 """Seconds before the feed is read again while a notified event is still behind the horizon (an older
 transaction is open)."""
+COALESCE_SECONDS = 0.01
+"""Seconds a woken dispatcher waits before reading, so that a burst of commits becomes one round, not one each."""
 DISPATCH_ROW = UUID(int=0)
 _DISPATCH_LOCK = "hashtextextended('webhook dispatch', 0)"
 
@@ -76,8 +80,9 @@ ORDER BY d.next_attempt_at LIMIT $2
 class Dispatcher:
     """Turns the feed into deliveries and puts due deliveries on the queue."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, queue: Queue) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, queue: Queue, concurrency: int) -> None:
         self.settings = settings
+        self.concurrency = concurrency
         self.pool = pool
         self.queue = queue
         self.feed = EventFeed(pool)
@@ -88,7 +93,9 @@ class Dispatcher:
         while True:
             created, position, full = await self._dispatch_page()
             if created:
-                await self._enqueue(await self.pool.fetch(_HEADS, created))
+                heads = [(head["id"], head["attempts"]) for head in await self.pool.fetch(_HEADS, created)]
+                for start in range(0, len(heads), BATCH):
+                    await self.queue.enqueue(batch_job(heads[start : start + BATCH], self.settings, self.concurrency))
             if not full:
                 return position
 
@@ -187,6 +194,7 @@ class WebhookRuntime:
                     self._woken.set()  # what committed while no one listened
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), SWEEP_INTERVAL)
+                await asyncio.sleep(COALESCE_SECONDS)  # the commits of the next moments in the same round
                 self._woken.clear()
                 position = await self.dispatcher.dispatch()
                 if self._notified_xid >= position.xid:
@@ -226,7 +234,7 @@ async def start(ctx: WorkerContext) -> None:
         trust_env=False,  # no proxy from the environment: the address checked is the one connected to
         limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
     )
-    runtime = WebhookRuntime(settings, pool, client, Dispatcher(settings, pool, ctx["worker"].queue))
+    runtime = WebhookRuntime(settings, pool, client, Dispatcher(settings, pool, ctx["worker"].queue, concurrency))
     runtime._task = asyncio.create_task(runtime.run())
     cast_ctx: WebhookContext = ctx  # type: ignore[assignment]
     cast_ctx["webhooks"] = runtime

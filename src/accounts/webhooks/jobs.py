@@ -22,14 +22,15 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import asyncpg
 import httpx
 import structlog
 from saq import Job
+from uuid_utils.compat import uuid7
 
 from accounts.config import Settings
 from accounts.events.context import SYSTEM
@@ -50,6 +51,8 @@ RETRY_BASE = 1.0
 _LOCK_KEY = "hashtextextended('webhook:' || $1::text, 0)"
 """A delivery id as the bigint key of the advisory lock that one attempt at a time holds."""
 USER_AGENT = "accounts-webhooks/1"
+CHAIN_LIMIT = 100
+"""Deliveries of one subject a job makes one after the other before it hands the rest to a job of their own."""
 
 
 class WebhookContext(WorkerContext, total=False):
@@ -68,6 +71,20 @@ def deliver_job(delivery_id: UUID | str, attempt: int, settings: Settings, at: d
         retries=1,  # retries are the delivery's own (next_attempt_at), each a job of its own
         ttl=-1,  # forgotten once run: the delivery row is the record, and its key may be enqueued again
         scheduled=math.ceil(at.timestamp()) if at is not None and at.timestamp() > time.time() else 0,
+    )
+
+
+def batch_job(deliveries: list[tuple[UUID, int]], settings: Settings, concurrency: int) -> Job:
+    """One job for the first attempts of many deliveries (the heads of one dispatch round): a job per delivery would
+    cost the queue more than the deliveries cost."""
+    rounds = math.ceil(len(deliveries) / concurrency)
+    return Job(
+        function="deliver_webhooks",
+        kwargs={"deliveries": [[str(delivery_id), attempt] for delivery_id, attempt in deliveries]},
+        key=f"webhooks:{uuid7()}",
+        timeout=rounds * (math.ceil(settings.webhook_timeout + urls.RESOLVE_TIMEOUT) + 10),
+        retries=1,  # an attempt lost with its worker is the sweep's: its delivery is still pending, and due
+        ttl=-1,
     )
 
 
@@ -160,11 +177,15 @@ SELECT d.id, d.webhook_id, d.subject, d.event_id, d.payload, d.status, d.attempt
 FROM webhook_deliveries AS d JOIN webhooks AS w ON w.id = d.webhook_id
 WHERE d.id = $1
 """
+# One statement (its own transaction): the delivery succeeded, and its endpoint's run of failures is over.
 _SUCCEEDED = """
-UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1,
-    first_attempt_at = coalesce(first_attempt_at, now()), last_attempt_at = now(), last_status_code = $2,
-    last_latency_ms = $3, last_error = NULL, delivered_at = now(), next_attempt_at = NULL, updated_at = now()
-WHERE id = $1
+WITH delivered AS (
+    UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1,
+        first_attempt_at = coalesce(first_attempt_at, now()), last_attempt_at = now(), last_status_code = $3,
+        last_latency_ms = $4, last_error = NULL, delivered_at = now(), next_attempt_at = NULL, updated_at = now()
+    WHERE id = $1
+)
+UPDATE webhooks SET consecutive_failures = 0 WHERE id = $2 AND consecutive_failures <> 0
 """
 # The window counts from the first attempt (a delivery waiting behind its subject's earlier one is not late); the
 # last retry is at the window's end.
@@ -194,32 +215,59 @@ WHERE webhook_id = $1 AND subject = $2 AND status = 'pending' ORDER BY sequence 
 
 async def deliver_webhook(ctx: WorkerContext, *, delivery_id: str, attempt: int) -> str:
     """Make the `attempt`-th attempt of a delivery, unless it is no longer that delivery's next one (done, or
-    attempted already), its endpoint is disabled, or it waits behind an earlier delivery of its subject."""
+    attempted already), its endpoint is disabled, or it waits behind an earlier delivery of its subject. Once it
+    is done, the next delivery of its subject (if due) is attempted in the same job, up to CHAIN_LIMIT of them."""
+    outcome, at = "", None
+    for _ in range(CHAIN_LIMIT):
+        outcome, following = await _attempt(ctx, delivery_id, attempt)
+        if following is None:
+            return outcome
+        delivery_id, attempt, at = str(following["id"]), following["attempts"], following["next_attempt_at"]
+        if at > datetime.now(UTC):
+            break
+    await ctx["worker"].queue.enqueue(deliver_job(delivery_id, attempt, ctx["settings"], at))
+    return outcome
+
+
+async def _attempt(ctx: WorkerContext, delivery_id: str, attempt: int) -> tuple[str, asyncpg.Record | None]:
+    """One attempt (see `deliver_webhook`); returns how it went and, once the delivery is done, the next pending
+    delivery of its subject."""
     runtime = cast("WebhookContext", ctx)["webhooks"]
     settings, queue = ctx["settings"], ctx["worker"].queue
     async with runtime.pool.acquire() as connection:
         if not await connection.fetchval(f"SELECT pg_try_advisory_lock({_LOCK_KEY})", delivery_id):
-            return "another attempt is running"
+            return "another attempt is running", None
         try:
             delivery = await connection.fetchrow(_CLAIM, UUID(delivery_id))
             if delivery is None or delivery["status"] != "pending" or delivery["attempts"] != attempt:
-                return "not due"
+                return "not due", None
             if not delivery["enabled"]:
-                return "endpoint disabled"
+                return "endpoint disabled", None
             if delivery["behind"]:
-                return "waiting for an earlier delivery of its subject"
+                return "waiting for an earlier delivery of its subject", None
             outcome = await post(runtime.client, settings, delivery)
             retry_at = await _record(connection, settings, delivery, outcome)
         finally:
             await connection.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", delivery_id)
         if retry_at is not None:
             await queue.enqueue(deliver_job(delivery_id, attempt + 1, settings, retry_at))
-            return f"failed ({outcome.error}); retrying"
+            return f"failed ({outcome.error}); retrying", None
         following = await connection.fetchrow(_NEXT_OF_SUBJECT, delivery["webhook_id"], delivery["subject"])
-    if following is not None:
-        await queue.enqueue(deliver_job(following["id"], following["attempts"], settings, following["next_attempt_at"]))
-    log.info("webhook delivered" if outcome.ok else "webhook delivery failed", delivery_id=delivery_id)
-    return "delivered" if outcome.ok else f"failed for good ({outcome.error})"
+    if not outcome.ok:
+        log.warning("webhook delivery failed for good", delivery_id=delivery_id, error=outcome.error)
+    return ("delivered" if outcome.ok else f"failed for good ({outcome.error})"), following
+
+
+async def deliver_webhooks(ctx: WorkerContext, *, deliveries: list[list[Any]]) -> str:
+    """`deliver_webhook` for each (delivery id, attempt), as many at once as the worker runs jobs."""
+    limit = asyncio.Semaphore(ctx["worker"].concurrency)
+
+    async def one(delivery_id: str, attempt: int) -> str:
+        async with limit:
+            return await deliver_webhook(ctx, delivery_id=delivery_id, attempt=attempt)
+
+    outcomes = await asyncio.gather(*(one(delivery_id, attempt) for delivery_id, attempt in deliveries))
+    return f"{outcomes.count('delivered')} of {len(outcomes)} delivered"
 
 
 async def _record(
@@ -229,14 +277,12 @@ async def _record(
     outcome: Outcome,
 ) -> datetime | None:
     """Write how the attempt went; returns when to retry (None: it succeeded or failed for good)."""
+    if outcome.ok:
+        await connection.execute(
+            _SUCCEEDED, delivery["id"], delivery["webhook_id"], outcome.status_code, outcome.latency_ms
+        )
+        return None
     async with connection.transaction():
-        if outcome.ok:
-            await connection.execute(_SUCCEEDED, delivery["id"], outcome.status_code, outcome.latency_ms)
-            await connection.execute(
-                "UPDATE webhooks SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0",
-                delivery["webhook_id"],
-            )
-            return None
         window = settings.webhook_retry_window
         failed = await connection.fetchrow(
             _FAILED,
