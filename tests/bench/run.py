@@ -45,6 +45,8 @@ from accounts.core.passwords import HASHER
 from tests.bench.jobs import ImportFigure, QueueFigure, measure_import, measure_queue, redis_answers
 from tests.bench.jobs import render as render_jobs
 from tests.bench.seed import seed_users
+from tests.bench.webhooks import WebhookFigure, measure_webhooks
+from tests.bench.webhooks import render as render_webhooks
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -183,6 +185,7 @@ class Report(msgspec.Struct, kw_only=True):
     servers: dict[str, ServerResult] = msgspec.field(default_factory=dict)
     imports: ImportFigure | None = None
     queue: QueueFigure | None = None
+    webhooks: WebhookFigure | None = None
 
 
 @dataclass
@@ -544,6 +547,8 @@ def render(report: Report) -> str:
         lines.append(f"| {name} | {server.ready_seconds} | {rss} | {non_2xx} / {socket_errors} |")
     if report.imports is not None or report.queue is not None:
         lines.append(render_jobs(report.imports, report.queue).rstrip("\n"))
+    if report.webhooks is not None:
+        lines.append(render_webhooks(report.webhooks).rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
@@ -615,6 +620,9 @@ def main() -> None:
                 if server.target in report.servers:  # not when only job scenarios ran
                     report.servers[server.target].rss_mb_per_worker = _worker_rss_mb(server.process.pid)
             run_job_scenarios(bench, report, servers)
+            if not args.scenario or "12" in args.scenario:  # commit to webhook received, on Redis if it answers
+                report.webhooks = measure_webhooks(redis=asyncio.run(redis_answers()))
+                print(f"  webhooks: {report.webhooks}", flush=True)
         finally:
             for server in servers:
                 server.stop()

@@ -1,4 +1,4 @@
-"""`make bench`, the webhook scenario (12; `tests.bench.run` calls it after the others), or alone:
+"""`make bench`, the webhook scenario (14; `tests.bench.run` calls it after the others), or alone:
 
     python -m tests.bench.webhooks [--rate 200] [--duration 10] [--redis]
 
@@ -172,7 +172,7 @@ def measure_webhooks(rate: int = 200, duration: float = 10.0, *, redis: bool = F
 
 def render(figure: WebhookFigure) -> str:
     return (
-        "\n| 12 commit to webhook received | writes/s (asked, achieved) | received | p50 ms | p99 ms | max ms |\n"
+        "\n| 14 commit to webhook received | writes/s (asked, achieved) | received | p50 ms | p99 ms | max ms |\n"
         "|---|---|---|---|---|---|\n"
         f"| {figure.queue} queue | {figure.rate}, {figure.achieved_rate} | {figure.received} of {figure.writes} |"
         f" {figure.p50_ms} | {figure.p99_ms} | {figure.max_ms} |\n"
