@@ -620,7 +620,7 @@ def main() -> None:
                 if server.target in report.servers:  # not when only job scenarios ran
                     report.servers[server.target].rss_mb_per_worker = _worker_rss_mb(server.process.pid)
             run_job_scenarios(bench, report, servers)
-            if not args.scenario or "12" in args.scenario:  # commit to webhook received, on Redis if it answers
+            if not args.scenario or "14" in args.scenario:  # commit to webhook received, on Redis if it answers
                 report.webhooks = measure_webhooks(redis=asyncio.run(redis_answers()))
                 print(f"  webhooks: {report.webhooks}", flush=True)
         finally:
