@@ -38,6 +38,7 @@ from accounts.core.http.bodies import BodyRequest, check_input, with_body_deadli
 from accounts.core.http.idempotency import IdempotencyKeys
 from accounts.core.http.media import NegotiatedResponse
 from accounts.core.http.openapi import finish_document, openapi_config
+from accounts.core.limits import AttemptLimits
 from accounts.core.observability.logging import RequestContextMiddleware, configure_logging
 from accounts.core.observability.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
 from accounts.core.observability.tracing import start_tracing
@@ -46,10 +47,10 @@ from accounts.events.controllers import AuditEventController, EventController
 from accounts.events.services import AuditTrail, EventFeed, set_recording
 from accounts.events.stream import EventBroadcaster
 from accounts.jobs.controllers import JobController
+from accounts.jobs.services import Jobs
 from accounts.mfa import schemas as mfa_schemas
 from accounts.mfa.controllers import SecondFactorController
 from accounts.mfa.totp import SecretSealer
-from accounts.jobs.services import Jobs
 from accounts.passkeys import schemas as passkeys_schemas
 from accounts.passkeys.controllers import PasskeyController
 from accounts.system.controllers import HealthController, MetricsController
@@ -84,8 +85,8 @@ API = Router(
         ApiKeyController,
         OAuthClientController,
         WebhookController,
-        PasskeyController,
         SecondFactorController,
+        PasskeyController,
         JobController,
         EventController,
         AuditEventController,
@@ -98,8 +99,8 @@ REQUEST_EXAMPLES = (
     *auth_schemas.REQUEST_EXAMPLES,
     *clients_schemas.REQUEST_EXAMPLES,
     *webhooks_schemas.REQUEST_EXAMPLES,
-    *passkeys_schemas.REQUEST_EXAMPLES,
     *mfa_schemas.REQUEST_EXAMPLES,
+    *passkeys_schemas.REQUEST_EXAMPLES,
 )
 """An example of every request body, for the OpenAPI document."""
 
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ]
         app.state.users = UserService(UserRepository(pool, replicas), on_credentials_changed=credentials.forget_user)
         app.state.idempotency_keys = IdempotencyKeys(pool, settings.idempotency_key_ttl)
+        app.state.limits = AttemptLimits(pool, settings.login_failure_window)
         app.state.event_feed = EventFeed(pool)
         app.state.audit_trail = AuditTrail(pool)
         broadcaster = EventBroadcaster(app.state.event_feed, settings.asyncpg_direct_url or "")

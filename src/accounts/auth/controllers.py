@@ -101,11 +101,14 @@ def provide_auth_service(db_session: NamedDependency[AsyncSession], state: State
         users=state.users,
         credentials=state.credentials,
         sealer=state.sealer,
+        limits=state.limits,
     )
 
 
 def provide_account_emails(db_session: NamedDependency[AsyncSession], state: State) -> AccountEmails:
-    return AccountEmails(db_session, state.settings, state.users, state.credentials)
+    return AccountEmails(
+        db_session, settings=state.settings, users=state.users, credentials=state.credentials, limits=state.limits
+    )
 
 
 def provide_api_keys(db_session: NamedDependency[AsyncSession], state: State) -> ApiKeyService:

@@ -50,6 +50,7 @@ from accounts.mfa.totp import SecretSealer
 from accounts.passkeys.schemas import AuthenticationResponseJSON
 from accounts.passkeys.services import PasskeyRejected, PasskeyService
 from accounts.users.models import User
+from accounts.users.repository import LoginCandidate
 from accounts.users.schemas import UserCreate
 from accounts.users.services import UserService, normalise_email
 
@@ -150,10 +151,10 @@ def to_key_read(key: ApiKey) -> ApiKeyRead:
 
 
 # Which second factors a user has, in one round trip (the tables belong to accounts.mfa and accounts.passkeys).
-_SECOND_FACTORS = text(
-    "SELECT EXISTS (SELECT FROM totp_factors WHERE user_id = :user_id AND confirmed_at IS NOT NULL) AS totp,"
-    " EXISTS (SELECT FROM passkeys WHERE user_id = :user_id) AS passkey"
-).execution_options(bind_group=PRIMARY)
+_SECOND_FACTORS = (
+    "SELECT EXISTS (SELECT FROM totp_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL) AS totp,"
+    " EXISTS (SELECT FROM passkeys WHERE user_id = $1) AS passkey"
+)
 
 
 class AuthService:
@@ -168,6 +169,7 @@ class AuthService:
         users: UserService,
         credentials: CredentialCache,
         sealer: SecretSealer,
+        limits: AttemptLimits,
     ) -> None:
         self.session = session
         self.tokens = tokens
@@ -175,7 +177,7 @@ class AuthService:
         self.users = users
         self.credentials = credentials
         self.sealer = sealer
-        self.attempts = AttemptLimits(session, settings.login_failure_window)
+        self.attempts = limits
 
     @cached_property
     def sessions(self) -> SessionService:
@@ -189,15 +191,16 @@ class AuthService:
     async def login(self, identifier: str, password: str, device: Device) -> SignedIn | MfaChallengeIssued:
         """Tokens for the user named by e-mail or username, if the password is right and no limit is hit; a
         challenge instead when the user has a second factor."""
-        user = await self.users.find_for_login(self.session, identifier)
+        # Read and counted on plain asyncpg, each statement on its own: no connection is held while argon2 runs.
+        user = await self.users.for_login(identifier)
         # One counter per account whichever name it is logged in with; unknown names count by name.
         account = str(user.id) if user is not None else normalise_email(identifier)
         attempt = await self.attempts.start(self._limits(account, device))
-        await self.session.commit()  # hand the connection back while argon2 runs (~30 ms, often queued)
         hashed = user.hashed_password if user is not None else None
         if not await verify_password(hashed, password) or user is None or not user.is_active:
             if user is not None:
                 await _audit_login(self.session, "login.failed", user.id, method="password", reason="wrong password")
+                await self.session.commit()  # the audit event outlives the error that follows
             await attempt.failed()
             raise InvalidGrant(WRONG_CREDENTIALS)
         if hashed is not None and needs_rehash(hashed):
@@ -214,8 +217,8 @@ class AuthService:
 
     async def second_factor_methods(self, user_id: UUID) -> list[str]:
         """The ways the user can answer a login's second-factor challenge (none: a password is enough)."""
-        row = (await self.session.execute(_SECOND_FACTORS, {"user_id": user_id})).one()
-        return (["otp", "recovery_code"] if row.totp else []) + (["passkey"] if row.passkey else [])
+        totp, passkey = await self.users.repository.pool.fetchrow(_SECOND_FACTORS, user_id) or (False, False)
+        return (["otp", "recovery_code"] if totp else []) + (["passkey"] if passkey else [])
 
     async def _challenge(self, user_id: UUID, amr: list[str], methods: list[str], device: Device) -> MfaChallengeIssued:
         token = new_email_token()
@@ -257,6 +260,7 @@ class AuthService:
         except PasskeyRejected as exc:
             if exc.user_id is not None:
                 await _audit_login(self.session, "login.failed", exc.user_id, method="passkey", reason=str(exc))
+            await self.session.commit()  # the spent challenge and the audit event outlive the error that follows
             await attempt.failed()
             if known is None and exc.user_id is not None:  # now the account is known: it counts there too
                 limit = {f"account:{exc.user_id}": self.settings.login_max_failures_per_account}
@@ -306,6 +310,7 @@ class AuthService:
         spend = self.factors.spend_totp if method == "otp" else self.factors.spend_recovery_code
         if not await spend(challenge.user_id, code):
             await _audit_login(self.session, "login.failed", challenge.user_id, method=method, reason="wrong code")
+            await self.session.commit()  # the audit event outlives the error that follows
             await attempt.failed()
             raise InvalidGrant(WRONG_CODE)
         await self._spend_challenge(challenge)
@@ -316,7 +321,7 @@ class AuthService:
         amr = [*challenge.amr, "otp" if method == "otp" else "rc", "mfa"]
         return await self.sign_in(user, amr, device)
 
-    async def sign_in(self, user: User, amr: list[str], device: Device) -> SignedIn:
+    async def sign_in(self, user: User | LoginCandidate, amr: list[str], device: Device) -> SignedIn:
         """A new session for the user and its first tokens; a security notice when it comes from a new device."""
         started = await self.sessions.start(
             user.id,
@@ -352,7 +357,7 @@ class AuthService:
             raise InvalidGrant(INVALID_REFRESH_TOKEN)
         return self._pair(user, rotated.session_id, rotated.amr, rotated.refresh_token)
 
-    def _pair(self, user: User, session_id: UUID, amr: list[str], refresh_token: str) -> TokenPair:
+    def _pair(self, user: User | LoginCandidate, session_id: UUID, amr: list[str], refresh_token: str) -> TokenPair:
         access = self.tokens.issue(
             user.id, token_version=user.token_version, is_admin=user.is_superuser, session_id=session_id, amr=amr
         )
@@ -542,12 +547,19 @@ class AccountEmails:
     commit (accounts.mail.jobs.enqueue_email)."""
 
     def __init__(
-        self, session: AsyncSession, settings: Settings, users: UserService, credentials: CredentialCache
+        self,
+        session: AsyncSession,
+        *,
+        settings: Settings,
+        users: UserService,
+        credentials: CredentialCache,
+        limits: AttemptLimits,
     ) -> None:
         self.session = session
         self.settings = settings
         self.users = users
         self.credentials = credentials
+        self.limits = limits
 
     async def sign_up(self, data: UserCreate) -> tuple[User, UUID]:
         """A new user and the e-mail that verifies their address, in one transaction: both or neither (unless
@@ -633,7 +645,7 @@ class AccountEmails:
         user_id = await self._spend(RESET, token)  # checks the token again, as it spends it
         await self.users.set_password(self.session, user_id, hashed, verified_email=True)
         await SessionService(self.session, self.credentials).end_all(user_id, reason="password reset")
-        await AttemptLimits(self.session, self.settings.login_failure_window).forgive(f"account:{user_id}")
+        await self.limits.forgive(f"account:{user_id}")
         self.credentials.forget_user(user_id)
         return await Outbox(self.session).write_notice(holder.email, PASSWORD_CHANGED, PASSWORD_CHANGED_NOTICE)
 

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.core.errors import problem_responses
 from accounts.core.http.media import NegotiatedResponse
-from accounts.core.limits import AttemptLimits
 from accounts.core.security import AUTHENTICATED, AuthenticatedRequest, requires_user
 from accounts.jobs.services import Jobs
 from accounts.mail.jobs import enqueue_email
@@ -110,7 +109,7 @@ class SecondFactorController(Controller):
         data: JSONBody[FactorProof],
     ) -> Response[None]:
         user = await self._me(factors, request)
-        await factors.prove(user, data, AttemptLimits(factors.session, factors.settings.login_failure_window))
+        await factors.prove(user, data, request.app.state.limits)
         notice = await factors.remove_totp(user)
         return Response(None, status_code=204, background=_send(jobs, notice))
 
@@ -131,6 +130,6 @@ class SecondFactorController(Controller):
         data: JSONBody[FactorProof],
     ) -> Response[RecoveryCodes]:
         user = await self._me(factors, request)
-        await factors.prove(user, data, AttemptLimits(factors.session, factors.settings.login_failure_window))
+        await factors.prove(user, data, request.app.state.limits)
         codes, notice = await factors.renew_recovery_codes(user)
         return NegotiatedResponse(RecoveryCodes(recovery_codes=codes), background=_send(jobs, notice))

@@ -148,7 +148,7 @@ class SecondFactorService:
             message = "send either code or recovery_code"
             raise InvalidInput(f"code: {message}", errors=[FieldError(field="code", message=message)])
         attempt = await limits.start({f"account:{user.id}": self.settings.login_max_failures_per_account})
-        await self.session.commit()  # hand the connection back while argon2 runs
+        await self.session.commit()  # end the reads' transaction: no connection is held while argon2 runs
         # The code is spent only with the right password: a wrong password burns no code.
         proven = await verify_password(user.hashed_password, proof.password) and (
             await self.spend_totp(user.id, code)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.core.db import PRIMARY
@@ -32,6 +32,23 @@ _BY_IDS_OR_EMAILS = (
     f"SELECT {_COLUMNS} FROM users WHERE (id = ANY($1::uuid[]) OR email = ANY($2::text[]))"  # noqa: S608
     " AND ($3::uuid IS NULL OR id = $3)"
 )
+_FOR_LOGIN = (
+    "SELECT id, email, hashed_password, is_active, is_superuser, token_version FROM users"
+    " WHERE email = $1 OR username = $2"
+)
+
+
+class LoginCandidate(NamedTuple):
+    """What a login needs of the user it names (read in one round trip, outside any transaction)."""
+
+    id: UUID
+    email: str
+    hashed_password: str | None
+    is_active: bool
+    is_superuser: bool
+    token_version: int
+
+
 _ORDER = {
     "created_at": "created_at, id",
     "-created_at": "created_at DESC, id DESC",
@@ -141,6 +158,11 @@ class UserRepository:
         ]
         return UserPage(items=items, total=records[0]["total"], limit=query.limit, offset=query.offset)
 
+    async def for_login(self, email: str, username: str) -> LoginCandidate | None:
+        # On the primary: a user who has just signed up (or changed password) logs in at once.
+        record = await self.pool.fetchrow(_FOR_LOGIN, email, username)
+        return None if record is None else LoginCandidate(*record)
+
     async def credentials(self, user_id: UUID) -> tuple[bool, bool, int] | None:
         """(is_active, is_superuser, token_version): what decides whether the user's tokens still work."""
         record = await self.pool.fetchrow(
@@ -153,17 +175,6 @@ class UserRepository:
     @staticmethod
     async def insert(session: AsyncSession, values: dict[str, Any]) -> User:
         return await UserRows(session=session).add(User(**values))
-
-    @staticmethod
-    async def find_for_login(session: AsyncSession, email: str, username: str) -> User | None:
-        # On the primary: a user who has just signed up (or changed password) logs in at once.
-        return (
-            await session.execute(
-                select(User)
-                .where(or_(User.email == email, User.username == username))
-                .execution_options(bind_group=PRIMARY)
-            )
-        ).scalar_one_or_none()
 
     @staticmethod
     async def lock(session: AsyncSession, user_id: UUID) -> User | None:

@@ -23,7 +23,7 @@ from accounts.core.errors import FieldError, InvalidInput, NotFound, Preconditio
 from accounts.core.passwords import hash_password, refuse_weak_password
 from accounts.events.services import Subject, actor_values, record, recording
 from accounts.users.models import User
-from accounts.users.repository import UserRepository, filters
+from accounts.users.repository import LoginCandidate, UserRepository, filters
 from accounts.users.schemas import (
     BATCH_MAX,
     OnDuplicate,
@@ -143,9 +143,9 @@ class UserService:
 
     # --- what sign-in and e-mail change, in the caller's transaction ---------------------------
 
-    async def find_for_login(self, session: AsyncSession, identifier: str) -> User | None:
-        """The user an e-mail address (any case) or a username names."""
-        return await self.repository.find_for_login(session, normalise_email(identifier), identifier)
+    async def for_login(self, identifier: str) -> LoginCandidate | None:
+        """What a login needs of the user an e-mail address (any case) or a username names."""
+        return await self.repository.for_login(normalise_email(identifier), identifier)
 
     async def row(self, session: AsyncSession, user_id: UUID) -> User:
         """The user's row as the primary has it (to check the password it holds, say)."""
