@@ -19,6 +19,7 @@ from accounts.core.security import ADMIN_SCOPES
 from accounts.mfa import schemas as mfa_schemas
 from accounts.passkeys import schemas as passkey_schemas
 from accounts.users import schemas as user_schemas
+from accounts.webhooks import schemas as webhook_schemas
 
 Client = AsyncTestClient[Litestar]
 REQUEST_EXAMPLES = {example.__class__.__name__: example for example in EXAMPLES}
@@ -141,7 +142,7 @@ async def test_security_is_declared_on_exactly_the_protected_operations(client: 
 
 # --- MessagePack twins, request examples, plain schemas, conditional requests ---------------------
 
-REQUEST_BODY_MODULES = (user_schemas, auth_schemas, client_schemas, passkey_schemas, mfa_schemas)
+REQUEST_BODY_MODULES = (user_schemas, auth_schemas, client_schemas, passkey_schemas, mfa_schemas, webhook_schemas)
 OPTIONAL_BY_STANDARD = {"TokenResponse", "TokenIntrospection", "UserInfo", "ServerMetadata"}
 """Success bodies whose standards (RFC 6749 5.1, RFC 7662, OpenID Connect, RFC 8414) make members optional."""
 FILE_UPLOAD = "application/octet-stream"

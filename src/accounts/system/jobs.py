@@ -13,6 +13,7 @@ from accounts.events.services import AuditTrail
 from accounts.jobs.services import WorkerContext, purge_results
 from accounts.mail.jobs import purge_outbox
 from accounts.passkeys.services import purge_expired_challenges
+from accounts.webhooks.jobs import purge_deliveries
 
 log = structlog.get_logger("accounts.housekeeping")
 
@@ -29,6 +30,7 @@ async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
         "job_result_files": await asyncio.to_thread(purge_results, settings),
         "events": await AuditTrail(pool).purge(settings.audit_retention_days),
         "webauthn_challenges": await purge_expired_challenges(pool),
+        "webhook_deliveries": await purge_deliveries(pool),
     }
     log.info("purged expired rows", **deleted)
     return deleted

@@ -310,3 +310,16 @@ async def _record(
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+DELIVERY_LOG_DAYS = 30
+"""Days a finished delivery stays in its endpoint's log (GET /api/v1/webhooks/{id}/deliveries)."""
+
+
+async def purge_deliveries(pool: asyncpg.Pool) -> int:
+    """Delete the deliveries that ended (delivered or failed for good) more than DELIVERY_LOG_DAYS ago."""
+    status = await pool.execute(
+        "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < now() - make_interval(days => $1)",
+        DELIVERY_LOG_DAYS,
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -136,3 +136,62 @@ async def test_a_purge_without_a_results_folder_deletes_no_file(
 
     assert deleted["job_result_files"] == 0
     assert not (tmp_path / "never-used").exists()
+
+
+async def test_sessions_challenges_and_delivery_logs_nothing_can_use_are_deleted(
+    settings: Settings, pool: asyncpg.Pool, database_url: str
+) -> None:
+    user = uuid.UUID((await insert_user(database_url, None, "sessions")).id)
+    idle, with_token, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for session_id, last_used in ((idle, timedelta(days=2)), (with_token, timedelta(days=2)), (recent, HOUR)):
+        await pool.execute(
+            "INSERT INTO sessions (id, user_id, amr, last_used_at, created_at, updated_at)"
+            " VALUES ($1, $2, '{pwd}', now() - $3::interval, now(), now())",
+            session_id,
+            user,
+            last_used,
+        )
+    await pool.execute(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, now() + interval '1 day', now(), now())",
+        uuid.uuid4(),
+        user,
+        with_token,
+        os.urandom(32),
+    )
+    await pool.execute(
+        "INSERT INTO mfa_challenges (id, user_id, token_hash, amr, expires_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, '{pwd}', now() - interval '1 second', now(), now())",
+        uuid.uuid4(),
+        user,
+        os.urandom(32),
+    )
+    webhook = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO webhooks (id, url, event_types, description, secret, enabled, consecutive_failures, created_at,"
+        " updated_at) VALUES ($1, 'https://93.184.215.14/hook', ARRAY['*'], '', $2, true, 0, now(), now())",
+        webhook,
+        b"\3" * 32,
+    )
+    old_done, old_pending, recent_done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for delivery, status, age in (
+        (old_done, "succeeded", timedelta(days=31)),
+        (old_pending, "pending", timedelta(days=31)),
+        (recent_done, "failed", timedelta(days=1)),
+    ):
+        await pool.execute(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, subject, payload, status, attempts,"
+            " created_at, updated_at) VALUES ($1, $2, $3, 'user.created', 'user:x', '{}', $4, 1, now() - $5::interval,"
+            " now() - $5::interval)",
+            delivery,
+            webhook,
+            uuid.uuid4(),
+            status,
+            age,
+        )
+
+    deleted = await purge_expired({"settings": settings, "pool": pool})  # type: ignore[typeddict-item]
+
+    assert (deleted["sessions"], deleted["mfa_challenges"], deleted["webhook_deliveries"]) == (1, 1, 1)
+    assert await ids(pool, "SELECT id FROM sessions") == {with_token, recent}
+    assert await ids(pool, "SELECT id FROM webhook_deliveries") == {old_pending, recent_done}
