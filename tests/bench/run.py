@@ -42,6 +42,8 @@ from sqlalchemy.engine import make_url
 from accounts.config import Settings
 from accounts.core.db import sqlalchemy_config
 from accounts.core.passwords import HASHER
+from tests.bench.events import EventFigures, run_event_scenarios
+from tests.bench.events import render as render_events
 from tests.bench.jobs import ImportFigure, QueueFigure, measure_import, measure_queue, redis_answers
 from tests.bench.jobs import render as render_jobs
 from tests.bench.seed import seed_users
@@ -186,6 +188,7 @@ class Report(msgspec.Struct, kw_only=True):
     imports: ImportFigure | None = None
     queue: QueueFigure | None = None
     webhooks: WebhookFigure | None = None
+    events: EventFigures | None = None
 
 
 @dataclass
@@ -549,6 +552,8 @@ def render(report: Report) -> str:
         lines.append(render_jobs(report.imports, report.queue).rstrip("\n"))
     if report.webhooks is not None:
         lines.append(render_webhooks(report.webhooks).rstrip("\n"))
+    if report.events is not None:
+        lines.append(render_events(report.events).rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
@@ -623,6 +628,7 @@ def main() -> None:
             if not args.scenario or "14" in args.scenario:  # commit to webhook received, on Redis if it answers
                 report.webhooks = measure_webhooks(redis=asyncio.run(redis_answers()))
                 print(f"  webhooks: {report.webhooks}", flush=True)
+            run_event_scenarios(bench, report)
         finally:
             for server in servers:
                 server.stop()

@@ -5,8 +5,8 @@ transaction first writes, not when it commits, so a plain sequence (or a UUIDv7)
 that commits late. A reader therefore returns only rows whose xid is below the oldest transaction still running
 when its snapshot was taken (`pg_snapshot_xmin(pg_current_snapshot())`, the horizon): every transaction below
 it has ended, so no row can later appear behind the cursor it hands out, and every later transaction's xid is at
-or above it. The horizon waits for every writing transaction of the cluster, so a transaction held open delays
-the feed (never loses from it); read-only transactions do not hold it back.
+or above it. The horizon waits for every writing transaction of this database, so a transaction held open delays
+the feed (never loses from it); read-only transactions, and those of other databases on the server, do not.
 """
 
 from __future__ import annotations
@@ -50,7 +50,17 @@ _INSERT_BOUND = (
     " VALUES (:type, :subject_type, :subject_id, :actor_type, :actor_id, :request_id, CAST(:data AS jsonb), :in_feed)"
 )
 _COLUMNS = "id, type, occurred_at, subject_type, subject_id, actor_type, actor_id, request_id, data"
-_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# The oldest transaction of this database still running when the statement's snapshot was taken (else the
+# snapshot's xmax): pg_snapshot_xmin, less the transactions the server says belong to other databases (they never
+# write here, and one held open there must not stall this feed). Only xids positively seen elsewhere are left out,
+# so a race between the snapshot and the activity list can only keep the horizon lower, never pass a row.
+_HORIZON = (
+    "coalesce((SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
+    " WHERE x::text::bigint % 4294967296 NOT IN (SELECT a.backend_xid::text::bigint"
+    " FROM pg_stat_get_activity(NULL) AS a"
+    " WHERE a.backend_xid IS NOT NULL AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ")), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+)
 
 
 class Subject(NamedTuple):

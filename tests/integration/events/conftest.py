@@ -1,4 +1,5 @@
-"""Fixtures of the events tests: the auth tests' accounts and logins, and API keys with and without `events:read`."""
+"""Fixtures of the events tests: the auth tests' accounts and logins, the bulk tests' app and worker on each queue
+backend, and an API key with `events:read`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import pytest
 
 from tests.database import insert_api_key
 from tests.integration.auth.conftest import admin, admin_account, make_user, password_hash
+from tests.integration.users.conftest import bulk_backend, bulk_client, bulk_jobs, bulk_settings, bulk_worker
 
-__all__ = ["admin", "admin_account", "make_user", "password_hash"]
+__all__ = [
+    "admin",
+    "admin_account",
+    "bulk_backend",
+    "bulk_client",
+    "bulk_jobs",
+    "bulk_settings",
+    "bulk_worker",
+    "make_user",
+    "password_hash",
+]
 
 
 @pytest.fixture
