@@ -25,7 +25,7 @@ from accounts.events.services import (
     Position,
     parse_ref,
 )
-from accounts.events.stream import EventBroadcaster, tail_item
+from accounts.events.stream import EventBroadcaster, Frames, tail_item
 
 CURSOR = r"^[A-Za-z0-9_-]{22}$"
 REF = r"^[a-z_]{1,32}(?::[\x21-\x7e]{1,64})?$"
@@ -124,7 +124,7 @@ class EventController(Controller):
         start = Position.parse(resume, field) if resume is not None else None
         wanted, about = _types(types), _subject(subject)
         if start is None:
-            start = event_broadcaster.head if event_broadcaster.head.xid else await event_feed.head()
+            start = await event_feed.head()
         events = _stream(
             event_feed, event_broadcaster, start, types=wanted, subject=about, heartbeat=settings.event_stream_heartbeat
         )
@@ -141,18 +141,19 @@ async def _stream(
     heartbeat: float,
 ) -> AsyncIterator[ServerSentEventMessage]:
     """From the worker's shared tail when `cursor` is in it; else from the feed, a page at a time, until it is."""
-    while True:
-        tail = broadcaster.after(cursor, types, subject)
-        if tail is None:
-            batch = await feed.read(cursor, STREAM_PAGE, types=types, subject=subject)
-            items, following = [tail_item(item) for item in batch.items], batch.next
-        else:
-            items, following = tail, max(cursor, broadcaster.head)
-        for item in items:
-            yield ServerSentEventMessage(data=item.json, event=item.event.type, id=item.position.cursor)
-        cursor = following
-        if not items and not await broadcaster.changed(heartbeat):
-            yield ServerSentEventMessage(comment="heartbeat", data=None)
+    with broadcaster.subscribed():
+        while True:
+            tail = broadcaster.after(cursor, types, subject)
+            if tail is None:
+                batch = await feed.read(cursor, STREAM_PAGE, types=types, subject=subject)
+                items, following = [tail_item(item) for item in batch.items], batch.next
+            else:
+                items, following = tail, max(cursor, broadcaster.head)
+            if items:
+                yield Frames(items)
+            cursor = following
+            if not items and not await broadcaster.changed(heartbeat):
+                yield ServerSentEventMessage(comment="heartbeat", data=None)
 
 
 class AuditEventController(Controller):

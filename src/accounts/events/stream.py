@@ -2,8 +2,9 @@
 
 A subscriber costs no task, queue or query of its own while it is idle or at the head of the feed: all wait on
 one shared future, which the worker's reader resolves each time the feed moves on, and then take what is new
-from the shared tail (each event encoded once). A subscriber behind the tail (resuming from an old cursor) reads
-the feed itself until it catches up. Without notifications (the connection is down) the reader polls each second.
+from the shared tail (each event encoded once, as its SSE frame). A subscriber behind the tail (resuming from an
+old cursor) reads the feed itself until it catches up. Without notifications (the connection is down) the reader
+polls each second; with no subscriber at all it reads nothing.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
 import structlog
+from litestar.response.sse import ServerSentEventMessage
 
 from accounts.events.schemas import EventRead
 from accounts.events.services import EventFeed, FeedItem, Position
@@ -38,12 +40,26 @@ _encoder = msgspec.json.Encoder()
 class TailItem(NamedTuple):
     position: Position
     event: EventRead
-    json: str
-    """The event as JSON, encoded once for every subscriber."""
+    frame: bytes
+    """The event as an SSE frame (`id:` its cursor, `event:` its type, `data:` its JSON), encoded once for every
+    subscriber."""
 
 
 def tail_item(item: FeedItem) -> TailItem:
-    return TailItem(item.position, item.event, _encoder.encode(item.event).decode())
+    data = _encoder.encode(item.event)  # one line: JSON escapes line breaks inside strings
+    frame = b"id: %s\r\nevent: %s\r\ndata: %s\r\n\r\n" % (item.position.cursor.encode(), item.event.type.encode(), data)
+    return TailItem(item.position, item.event, frame)
+
+
+class Frames(ServerSentEventMessage):
+    """Frames already encoded, sent as they are: one message (one send) for every event a stream has to catch up."""
+
+    def __init__(self, items: Sequence[TailItem]) -> None:
+        super().__init__(data=None)
+        self.frames = b"".join(item.frame for item in items)
+
+    def encode(self) -> bytes:
+        return self.frames
 
 
 class EventBroadcaster:
@@ -63,6 +79,9 @@ class EventBroadcaster:
         self._listener: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._subscribers = 0
+        self._stale = True
+        """No stream has been waiting, so nothing was read (a worker without subscribers reads nothing)."""
 
     async def start(self) -> None:
         """Start at the head of the feed (as it is now), listening; should the database be down, keep trying."""
@@ -83,12 +102,23 @@ class EventBroadcaster:
     def listening(self) -> bool:
         return self._listener is not None
 
+    @contextlib.contextmanager
+    def subscribed(self) -> Iterator[None]:
+        """While a stream is open: the worker's reader follows the feed (it stops reading when none is)."""
+        self._subscribers += 1
+        if self._stale:
+            self._wanted.set()
+        try:
+            yield
+        finally:
+            self._subscribers -= 1
+
     def after(
         self, position: Position, types: Sequence[str] = (), subject: tuple[str, str | None] | None = None
     ) -> list[TailItem] | None:
         """The feed events after `position` up to `head` that pass the filters; None when `position` is before
-        the tail (read those from the feed)."""
-        if position < self._floor or self.head == Position(0, 0):
+        the tail, or the tail is not being kept (read those from the feed)."""
+        if self._stale or position < self._floor:
             return None
         start = bisect.bisect_right(self._tail, position, key=lambda item: item.position)
         items = self._tail[start:]
@@ -124,9 +154,15 @@ class EventBroadcaster:
     async def _read_forever(self) -> None:
         while not self._closed:
             try:
-                if self.head == Position(0, 0):
+                if self._subscribers == 0:
+                    self._stale = True
+                    self._wanted.clear()  # nothing to read for: wait for a subscriber (or the poll)
+                elif self._stale:  # start again at the head: streams further back read the feed themselves
                     self.head = self._floor = await self.feed.head()
-                await self._catch_up()
+                    self._tail.clear()
+                    self._stale = False
+                if not self._stale:
+                    await self._catch_up()
             except (OSError, asyncpg.PostgresError, TimeoutError):
                 log.warning("could not read the event feed; retrying", exc_info=True)
                 await asyncio.sleep(POLL_SECONDS_UNLISTENED)
