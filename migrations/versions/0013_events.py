@@ -55,27 +55,9 @@ def upgrade() -> None:
     op.create_index("ix_events_feed", "events", ["xid", "seq"], unique=False, postgresql_where=sa.text("in_feed"))
     op.create_index("ix_events_occurred_at", "events", ["occurred_at"], unique=False)
     op.create_index("ix_events_subject", "events", ["subject_type", "subject_id", "occurred_at"], unique=False)
-    # Streams and the webhook dispatcher wake on commit instead of polling. The payload is the writer's xid: a
-    # listener that has not yet read past it knows an event is still behind the horizon (an older transaction
-    # is open) and reads again shortly. One notification per transaction (PostgreSQL folds equal ones).
-    op.execute(
-        """
-        CREATE FUNCTION accounts_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('accounts_events', NEW.xid::text);
-            RETURN NULL;
-        END $$
-        """
-    )
-    op.execute(
-        "CREATE TRIGGER events_notify AFTER INSERT ON events FOR EACH ROW WHEN (NEW.in_feed)"
-        " EXECUTE FUNCTION accounts_events_notify()"
-    )
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER events_notify ON events")
-    op.execute("DROP FUNCTION accounts_events_notify()")
     op.drop_index("ix_events_subject", table_name="events")
     op.drop_index("ix_events_occurred_at", table_name="events")
     op.drop_index("ix_events_feed", table_name="events", postgresql_where=sa.text("in_feed"))

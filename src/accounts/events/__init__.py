@@ -25,8 +25,11 @@ Reading the feed (what webhooks and the NATS relay consume):
 Every committed feed event comes exactly once, in position order, whatever order transactions commit in; `next`
 moves on even when a page is empty or filtered. `START` is the beginning, `await feed.head()` "from now on".
 
-Waking on commit instead of polling: each insert of a feed event notifies channel `accounts_events`
-(`accounts.events.stream.CHANNEL`; payload: the writer's xid). `EventBroadcaster` (accounts.events.stream) is the
-per-worker listener: one connection, one feed read per wake, the recent tail kept in memory, and
+Waking on commit instead of polling: every commit of feed events is announced on channel `accounts_events`
+(`accounts.events.services.CHANNEL`; payload: a committing transaction's xid). In an API worker the announcement
+is sent after the commit by the worker's `EventBroadcaster` (coalesced over ~2 ms: notifying inside the writing
+transactions would serialise their commits); elsewhere (job workers, the CLI) `record`/`record_on` notify in the
+writing statement. `EventBroadcaster` (accounts.events.stream) is also the per-worker listener: one connection,
+one feed read per wake while a stream is open, the recent tail kept in memory, and
 `await broadcaster.changed(timeout)` for any number of waiters.
 """

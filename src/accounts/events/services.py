@@ -11,10 +11,11 @@ the feed (never loses from it); read-only transactions, and those of other datab
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -22,7 +23,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from accounts.core.errors import FieldError, InvalidInput
 from accounts.events.context import current_actor, current_request_id
@@ -36,7 +39,18 @@ from accounts.events.schemas import (
 )
 
 Connection = asyncpg.Connection | PoolConnectionProxy
+Announce = Callable[[int], None]
+"""Tells every listener that a transaction (by its xid) has committed feed events (EventBroadcaster.announce)."""
+CHANNEL = "accounts_events"
+"""The notification of committed feed events; its payload is a committing transaction's xid."""
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', pg_current_xact_id()::text)"
+"""Announcing inside the writing transaction (sent on commit): for processes without an announcer (job workers,
+the CLI). PostgreSQL serialises the commits of notifying transactions, so the API's hot paths announce after
+their commit instead, coalesced, through their worker's announcer."""
+_XID = "accounts.events.xid"
+"""Where `record` keeps, in the session's `info`, the xid to announce once the session commits."""
 _recording = True
+_announcers: dict[asyncio.AbstractEventLoop, Announce] = {}
 FEED_PAGE_MAX = 1000
 PURGE_BATCH = 10_000
 
@@ -44,6 +58,7 @@ _INSERT = (
     "INSERT INTO events (type, subject_type, subject_id, actor_type, actor_id, request_id, data, in_feed)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)"
 )
+_INSERT_NOTIFYING = f"WITH written AS ({_INSERT} RETURNING xid) SELECT pg_notify('{CHANNEL}', xid::text) FROM written"  # noqa: S608
 _COLUMNS = "id, type, occurred_at, subject_type, subject_id, actor_type, actor_id, request_id, data"
 # The oldest transaction of this database still running when the statement's snapshot was taken (else the
 # snapshot's xmax): pg_snapshot_xmin, less the transactions the server says belong to other databases (they never
@@ -116,6 +131,36 @@ def recording() -> bool:
     return _recording
 
 
+def announce_with(announce: Announce | None) -> None:
+    """Make `announce` (None: no longer) the announcer of the running event loop (an API worker's broadcaster)."""
+    loop = asyncio.get_running_loop()
+    if announce is None:
+        _announcers.pop(loop, None)
+    else:
+        _announcers[loop] = announce
+
+
+def announcer() -> Announce | None:
+    """The running loop's announcer: writers that have one announce after commit; the others, in the statement."""
+    try:
+        return _announcers.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_committed(session: Session) -> None:
+    """After a session's commit, the feed events it wrote are announced (`record` noted their xid)."""
+    xid = session.info.pop(_XID, None)
+    if xid is not None and (announce := announcer()) is not None:
+        announce(xid)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_XID, None)
+
+
 def _values(
     type_: str, subject: Subject, data: Mapping[str, Any] | None, actor: EventActor | None
 ) -> tuple[str, str, str, str, str | None, str | None, str, bool]:
@@ -154,7 +199,11 @@ async def record(
     # compilation (make bench scenario 11: a third of a create's cost through session.execute).
     connection = (await (await session.connection()).get_raw_connection()).driver_connection
     assert connection is not None  # noqa: S101 - a live session's connection always has its driver's
-    await connection.execute(_INSERT, *_values(type_, subject, data, actor))
+    values = _values(type_, subject, data, actor)
+    if announcer() is None or not values[-1]:
+        await connection.execute(_INSERT_NOTIFYING if values[-1] else _INSERT, *values)
+        return
+    session.info[_XID] = await connection.fetchval(f"{_INSERT} RETURNING xid", *values)  # announced on commit
 
 
 async def record_on(
@@ -165,10 +214,12 @@ async def record_on(
     *,
     actor: EventActor | None = None,
 ) -> None:
-    """`record` on an asyncpg connection, in its current transaction (or alone, outside one)."""
+    """`record` on an asyncpg connection, in its current transaction (or alone, outside one); announced in the
+    statement (job workers' writes are few)."""
     if not _recording:
         return
-    await connection.execute(_INSERT, *_values(type_, subject, data, actor))
+    values = _values(type_, subject, data, actor)
+    await connection.execute(_INSERT_NOTIFYING if values[-1] else _INSERT, *values)
 
 
 def actor_values() -> tuple[str, str | None, str | None]:

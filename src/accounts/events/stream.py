@@ -21,15 +21,16 @@ import structlog
 from litestar.response.sse import ServerSentEventMessage
 
 from accounts.events.schemas import EventRead
-from accounts.events.services import EventFeed, FeedItem, Position
+from accounts.events.services import CHANNEL, EventFeed, FeedItem, Position, announce_with
 
-CHANNEL = "accounts_events"
 TAIL = 10_000
 """Events kept in memory per worker, for subscribers at or near the head."""
 READ_PAGE = 1000
 POLL_SECONDS = 5.0
 """A read this often even with notifications: a lost one (a reconnect) delays events, never loses them."""
 POLL_SECONDS_UNLISTENED = 1.0
+ANNOUNCE_GAP = 0.002
+"""Seconds between two announcements a worker sends: the writes of those moments share one notification."""
 RETRY_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 """Re-reads after a notification whose transaction is not yet below the horizon (an older one is still open)."""
 
@@ -80,6 +81,8 @@ class EventBroadcaster:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._subscribers = 0
+        self._to_announce = 0
+        self._announcing: asyncio.Task[None] | None = None
         self._stale = True
         """No stream has been waiting, so nothing was read (a worker without subscribers reads nothing)."""
 
@@ -87,9 +90,13 @@ class EventBroadcaster:
         """Start at the head of the feed (as it is now), listening; should the database be down, keep trying."""
         self._advanced = asyncio.get_running_loop().create_future()
         self._tasks = [asyncio.create_task(self._read_forever()), asyncio.create_task(self._keep_listening())]
+        announce_with(self.announce)
 
     async def stop(self) -> None:
+        announce_with(None)
         self._closed = True
+        if self._announcing is not None:
+            await asyncio.gather(self._announcing, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -139,6 +146,28 @@ class EventBroadcaster:
         except TimeoutError:
             return False
         return True
+
+    def announce(self, xid: int) -> None:
+        """A transaction of this worker committed feed events: this worker's streams read them now, and every
+        other listener hears it (one notification for the writes of a few milliseconds, sent after their commit:
+        notifying inside the writing transactions would serialise their commits)."""
+        self._announced = max(self._announced, xid)
+        self._wanted.set()
+        self._to_announce = max(self._to_announce, xid)
+        if self._announcing is None:
+            self._announcing = asyncio.create_task(self._send_announcements())
+
+    async def _send_announcements(self) -> None:
+        try:
+            while self._to_announce and self._listener is not None:  # unlistened: the others' polls find them
+                xid, self._to_announce = self._to_announce, 0
+                await self._listener.execute("SELECT pg_notify($1, $2)", CHANNEL, str(xid))
+                await asyncio.sleep(ANNOUNCE_GAP)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("could not announce committed events; other workers find them on their next poll")
+        finally:
+            self._to_announce = 0
+            self._announcing = None
 
     def _wake(self) -> None:
         if self._advanced is not None and not self._advanced.done():

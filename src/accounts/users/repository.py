@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.core.db import PRIMARY
+from accounts.events.services import CHANNEL, announcer
 from accounts.users.models import User
 from accounts.users.schemas import UserExportQuery, UserListQuery, UserPage, UserRead
 
@@ -26,6 +27,10 @@ _USERS_COLUMNS = ", ".join(f"users.{name}" for name in UserRead.__struct_fields_
 _EVENT = "INSERT INTO events (type, subject_type, subject_id, actor_type, actor_id, request_id, data)"
 EventActor = tuple[str, str | None, str | None]
 """(actor_type, actor_id, request_id) of the events a statement writes (accounts.events.services.actor_values)."""
+# What a statement writing events ends with: its xid, which the worker announces after the commit, or (in a
+# process without an announcer) the notification itself, sent on commit.
+_XID = "pg_current_xact_id()::text::bigint AS event_xid"
+_NOTIFYING = f"pg_notify('{CHANNEL}', pg_current_xact_id()::text) AS event_xid"
 _BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
 # $3 (when not NULL) is the one user the caller may see: the others are never read, so nothing tells they exist.
 _BY_IDS_OR_EMAILS = (
@@ -115,23 +120,35 @@ class UserRepository:
             statement = (
                 f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1{condition} RETURNING {_COLUMNS}"  # noqa: S608
             )
-        else:
-            statement = _update_with_events(changes, assignments, condition, len(values))
-            values.extend(events)
-        record = await self.pool.fetchrow(statement, *values)
-        return None if record is None else UserRead(**record)
+            record = await self.pool.fetchrow(statement, *values)
+            return None if record is None else UserRead(**record)
+        announce = announcer()
+        ending = _XID if announce else _NOTIFYING
+        record = await self.pool.fetchrow(
+            _update_with_events(changes, assignments, condition, len(values), ending), *values, *events
+        )
+        if record is None:
+            return None
+        if announce is not None:
+            announce(record["event_xid"])
+        return UserRead(**{name: record[name] for name in UserRead.__struct_fields__})
 
     async def delete(self, user_id: UUID, versions: list[int] | None, events: EventActor | None = None) -> bool:
         """Delete the user if their version is one of `versions` (any, if None); their tokens and keys go too.
         With `events`, the same statement records `user.deleted`."""
         statement = "DELETE FROM users WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY($2)) RETURNING id"
-        if events is not None:
-            statement = (
-                f"WITH deleted AS ({statement}), recorded AS ({_EVENT}"  # noqa: S608 - fixed fragments
-                " SELECT 'user.deleted', 'user', id::text, $3, $4, $5, '{}' FROM deleted) SELECT id FROM deleted"
-            )
-        deleted = await self.pool.fetchval(statement, user_id, versions, *(events or ()))
-        return deleted is not None
+        if events is None:
+            return await self.pool.fetchval(statement, user_id, versions) is not None
+        announce = announcer()
+        statement = (
+            f"WITH deleted AS ({statement}), recorded AS ({_EVENT}"  # noqa: S608 - fixed fragments
+            " SELECT 'user.deleted', 'user', id::text, $3, $4, $5, '{}' FROM deleted)"
+            f" SELECT id, {_XID if announce else _NOTIFYING} FROM deleted"
+        )
+        record = await self.pool.fetchrow(statement, user_id, versions, *events)
+        if record is not None and announce is not None:
+            announce(record["event_xid"])
+        return record is not None
 
     async def page(self, query: UserListQuery) -> UserPage:
         """One page and the exact number of matches; without `email` or `q` the number comes from the
@@ -202,9 +219,10 @@ class UserRepository:
         ).scalar_one_or_none()
 
 
-def _update_with_events(changes: dict[str, Any], assignments: str, condition: str, count: int) -> str:
+def _update_with_events(changes: dict[str, Any], assignments: str, condition: str, count: int, ending: str) -> str:
     """The update of `update`, locking the row first to read the values it replaces, and recording its events;
-    the actor's three values are the parameters after the `count` of the update's own."""
+    the actor's three values are the parameters after the `count` of the update's own; `ending` is `_XID` or
+    `_NOTIFYING`."""
     actor = f"${count + 1}, ${count + 2}, ${count + 3}"
     old = ", ".join(f"old.{name} AS old_{name}" for name in changes)
     diff = " || ".join(
@@ -225,7 +243,7 @@ def _update_with_events(changes: dict[str, Any], assignments: str, condition: st
             " UNION ALL SELECT CASE WHEN is_active THEN 'user.reactivated' ELSE 'user.deactivated' END, 'user',"  # noqa: S608
             f" id::text, {actor}, '{{}}' FROM changed WHERE is_active IS DISTINCT FROM old_is_active"
         )
-    return f"{statement}) SELECT {_COLUMNS} FROM updated"  # noqa: S608 - names from UserRead, values as $n
+    return f"{statement}) SELECT {_COLUMNS}, {ending} FROM updated"  # noqa: S608 - names from UserRead, values as $n
 
 
 def _prefix_pattern(text: str) -> str:

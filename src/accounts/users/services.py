@@ -21,7 +21,7 @@ from uuid_utils.compat import uuid7
 
 from accounts.core.errors import FieldError, InvalidInput, NotFound, PreconditionFailed
 from accounts.core.passwords import hash_password, refuse_weak_password
-from accounts.events.services import Subject, actor_values, record, recording
+from accounts.events.services import NOTIFY, Subject, actor_values, record, recording
 from accounts.users.models import User
 from accounts.users.repository import LoginCandidate, UserRepository, filters
 from accounts.users.schemas import (
@@ -329,6 +329,8 @@ class UserImportBatches:
                     taken = await self.connection.fetch(taken_check)
                     updated = await self._run(_UPDATE, _UPDATE_WITH_EVENTS) if self.updates else 0
                     created = await self._run(_INSERT, _INSERT_WITH_EVENTS)
+                    if recording() and (created or updated):
+                        await self.connection.execute(NOTIFY)  # sent on commit: a batch's events are announced
             except asyncpg.UniqueViolationError:
                 if last:
                     raise
