@@ -27,6 +27,7 @@ from accounts.config import Settings
 from accounts.core.observability.logging import configure_logging
 from accounts.core.observability.tracing import start_tracing
 from accounts.events import nats as nats_relay
+from accounts.events.services import set_recording
 from accounts.jobs.services import WORKER_STOPPED, WorkerContext, end_run, error_line
 from accounts.mail.jobs import flush_outbox, send_email
 from accounts.system.jobs import purge_expired
@@ -166,6 +167,7 @@ async def run_worker(settings: Settings) -> None:
     """Run a worker until SIGTERM or SIGINT; its metrics on WORKER_METRICS_PORT (`/metrics`)."""
     tracing = start_tracing()  # None unless the OTEL_* variables switch it on
     configure_logging(settings, trace_ids=tracing is not None)
+    set_recording(enabled=settings.events_enabled)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.host)
     queue = make_queue(settings, pool_size=settings.worker_concurrency + 2)

@@ -36,7 +36,14 @@ API_KEYS = "/api/v1/api-keys"
 MSGPACK = "application/msgpack"
 REPLAYED = "idempotent-replayed"
 REUSED = "/problems/idempotency-key-reused"
-IDEMPOTENT_OPERATIONS = {"createUser", "register", "createApiKey", "createOAuthClient"}
+IDEMPOTENT_OPERATIONS = {
+    "createUser",
+    "register",
+    "createApiKey",
+    "createOAuthClient",
+    "registerPasskey",
+    "createWebhook",
+}
 DEFAULT_TTL = timedelta(seconds=86_400)
 
 

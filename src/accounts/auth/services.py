@@ -624,8 +624,8 @@ class AccountEmails:
 
     async def verify_email(self, token: str) -> UUID:
         """Spend a verification token and mark its address verified; returns the user's id."""
-        user_id = await self._spend(VERIFY, token)
-        await self.users.mark_email_verified(self.session, user_id)
+        user_id, email = await self._spend(VERIFY, token)
+        await self.users.mark_email_verified(self.session, user_id, email=email)
         return user_id
 
     async def reset_password(self, token: str, new_password: str) -> UUID:
@@ -642,23 +642,27 @@ class AccountEmails:
         )
         await self.session.commit()  # hand the connection back while argon2 runs
         hashed = await hash_password(new_password)
-        user_id = await self._spend(RESET, token)  # checks the token again, as it spends it
+        user_id, _ = await self._spend(RESET, token)  # checks the token again, as it spends it
         await self.users.set_password(self.session, user_id, hashed, verified_email=True)
         await SessionService(self.session, self.credentials).end_all(user_id, reason="password reset")
         await self.limits.forgive(f"account:{user_id}")
         self.credentials.forget_user(user_id)
         return await Outbox(self.session).write_notice(holder.email, PASSWORD_CHANGED, PASSWORD_CHANGED_NOTICE)
 
-    async def _spend(self, purpose: str, token: str) -> UUID:
+    async def _spend(self, purpose: str, token: str) -> tuple[UUID, str]:
         """Mark the token used if it is unused, unexpired, of this purpose, and its account (active, for a
-        reset) still has the address it was sent to; returns the user's id."""
-        spent = await self.session.execute(
-            update(EmailToken).where(*_usable(purpose, token)).values(used_at=func.now()).returning(EmailToken.user_id)
-        )
-        user_id: UUID | None = spent.scalar_one_or_none()
-        if user_id is None:
+        reset) still has the address it was sent to; returns the user's id and that address."""
+        spent = (
+            await self.session.execute(
+                update(EmailToken)
+                .where(*_usable(purpose, token))
+                .values(used_at=func.now())
+                .returning(EmailToken.user_id, EmailToken.email)
+            )
+        ).first()
+        if spent is None:
             raise InvalidEmailToken
-        return user_id
+        return spent.user_id, spent.email
 
     def _body(self, purpose: str, token: str) -> str:
         base = self.settings.public_url.rstrip("/")

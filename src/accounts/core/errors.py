@@ -22,7 +22,7 @@ from advanced_alchemy.exceptions import NotFoundError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, ParameterKwarg
+from litestar.params import CookieParameter, HeaderParameter, ParameterKwarg, QueryParameter
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy import Index
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
@@ -290,7 +290,7 @@ def _sent_name(request: Request[Any, Any, Any], argument: str) -> str:
     handler = request.scope.get("route_handler")
     parameter = handler.parsed_fn_signature.parameters.get(argument) if handler is not None else None
     kwarg = parameter.kwarg_definition if parameter is not None else None
-    if isinstance(kwarg, HeaderParameter):
+    if isinstance(kwarg, (HeaderParameter, QueryParameter, CookieParameter)):  # Litestar's newer, named kinds
         return kwarg.name or argument
     if isinstance(kwarg, ParameterKwarg):
         return kwarg.header or kwarg.query or kwarg.cookie or argument

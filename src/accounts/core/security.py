@@ -33,16 +33,21 @@ PUBLIC = {"exclude_from_auth": True}
 
 
 def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
-    """A key kept in the data folder: read, or made with `make` on first use, readable by its owner only (another
-    worker starting at the same moment reads the one the first made)."""
+    """A key kept in the data folder: read, or made with `make` on first use, readable by its owner only. It is
+    written whole under a name of its own, then linked into place, so a process starting at the same moment reads
+    either nothing (and links its own, which loses) or the whole key, never a half-written file."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as file:
             file.write(make())
+        try:
+            os.link(draft, path)  # atomic, and refused if another process linked its key first
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_bytes()
 
 
