@@ -23,10 +23,11 @@ from uuid import UUID
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from accounts.core.db import PRIMARY
 from accounts.core.errors import FieldError, InvalidInput
 from accounts.events.context import current_actor, current_request_id
 from accounts.events.schemas import (
@@ -181,6 +182,9 @@ def _values(
     )
 
 
+_ON_PRIMARY = text("SELECT 1").execution_options(bind_group=PRIMARY)
+
+
 async def record(
     session: AsyncSession,
     type_: str,
@@ -197,7 +201,9 @@ async def record(
         return
     # Straight on the session's asyncpg connection, in its transaction: a prepared statement, no ORM or
     # compilation (make bench scenario 11: a third of a create's cost through session.execute).
-    connection = (await (await session.connection()).get_raw_connection()).driver_connection
+    # On the primary whatever the session did so far (with replicas, a session that has only read is routed to one).
+    bound = await session.connection(bind_arguments={"clause": _ON_PRIMARY})
+    connection = (await bound.get_raw_connection()).driver_connection
     assert connection is not None  # noqa: S101 - a live session's connection always has its driver's
     values = _values(type_, subject, data, actor)
     if announcer() is None or not values[-1]:
