@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accounts.auth.models import ApiKey, RevokedToken, UserSession
 from accounts.auth.tokens import LEEWAY_SECONDS, MAX_ACCESS_TOKEN_TTL, AccessClaims
 from accounts.clients.models import OAuthClient
+from accounts.core.db import DATABASE_ERRORS
 from accounts.core.security import same_hash
 
 CHANNEL = "accounts_auth"
@@ -90,7 +91,7 @@ class CredentialCache:
         self._closed = False
 
     async def start(self) -> None:
-        with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+        with contextlib.suppress(*DATABASE_ERRORS):
             await self._listen()
         if self._listener is None:
             self._reconnect = asyncio.create_task(self._keep_listening())
@@ -273,5 +274,5 @@ class CredentialCache:
         while not self._closed and self._listener is None:
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except DATABASE_ERRORS:
                 await asyncio.sleep(RECONNECT_SECONDS)

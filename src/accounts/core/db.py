@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from advanced_alchemy.base import UUIDv7AuditBase
 from advanced_alchemy.config.routing import ReplicaConfig, RoutingConfig
 from advanced_alchemy.extensions.litestar import (
@@ -49,6 +51,10 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     return not (type_ == "table" and reflected and name not in Base.metadata.tables)
 
 
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""What a call on plain asyncpg raises when the database is away, restarting or refuses: the loops that must outlive
+an outage (listeners, feed readers) catch these, wait and try again."""
+
 _AFTER_COMMIT = "accounts.after_commit"
 
 
@@ -77,9 +83,17 @@ def request_transactions(config: SQLAlchemyAsyncConfig) -> Provide:
 
     async def db_session(state: State, scope: Scope) -> AsyncIterator[AsyncSession]:
         session = config.provide_session(state, scope)
-        yield session  # Litestar runs the rest after the handler returns, before the response is sent
-        if session.in_transaction() or session.new or session.dirty or session.deleted:
-            await session.commit()  # not when the handler never used it: a commit would check out a connection
+        try:
+            yield session  # Litestar runs the rest after the handler returns, before the response is sent
+            if session.in_transaction() or session.new or session.dirty or session.deleted:
+                await session.commit()  # not when the handler never used it: a commit would check out a connection
+        except Exception:
+            # The handler (Litestar throws its error in here) or the commit failed: the session is closed now, an
+            # error of its rollback on a connection the database dropped set aside, so that advanced-alchemy's close
+            # at the response's start has nothing left to fail on once the error's answer has begun.
+            with contextlib.suppress(Exception):
+                await session.close()
+            raise
 
     return Provide(db_session)
 

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 from litestar.response.sse import ServerSentEventMessage
 
+from accounts.core.db import DATABASE_ERRORS
 from accounts.events.schemas import EventRead
 from accounts.events.services import CHANNEL, EventFeed, FeedItem, Position, announce_with
 
@@ -163,7 +164,7 @@ class EventBroadcaster:
                 xid, self._to_announce = self._to_announce, 0
                 await self._listener.execute("SELECT pg_notify($1, $2)", CHANNEL, str(xid))
                 await asyncio.sleep(ANNOUNCE_GAP)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_ERRORS:
             log.warning("could not announce committed events; other workers find them on their next poll")
         finally:
             self._to_announce = 0
@@ -192,7 +193,7 @@ class EventBroadcaster:
                     self._stale = False
                 if not self._stale:
                     await self._catch_up()
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except DATABASE_ERRORS:
                 log.warning("could not read the event feed; retrying", exc_info=True)
                 await asyncio.sleep(POLL_SECONDS_UNLISTENED)
                 continue
@@ -245,7 +246,7 @@ class EventBroadcaster:
         while not self._closed and self._listener is None:
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except DATABASE_ERRORS:
                 await asyncio.sleep(POLL_SECONDS_UNLISTENED)
 
 
