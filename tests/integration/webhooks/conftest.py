@@ -14,6 +14,7 @@ from accounts.app import create_app
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
 from accounts.worker import worker_in_process
+from tests.database import TABLES, CreateDatabase, execute, migrate
 from tests.integration.auth.support import PASSWORD, Client, LoggedIn, insert_user, log_in
 from tests.integration.jobs.support import delete_queue
 from tests.integration.webhooks.support import Receiver
@@ -23,11 +24,29 @@ MAX_FAILURES = 2
 
 
 @pytest.fixture(scope="session")
-def hook_settings(settings: Settings) -> Settings:
+async def hook_database_url(create_database: CreateDatabase) -> str:
+    """A database of the webhook tests' own: the dispatcher's lock and the feed's horizon are per database, so no
+    server or worker another test left running on the session database can take its deliveries or hold them back."""
+    url = await create_database()
+    await migrate(url)
+    return url
+
+
+@pytest.fixture(autouse=True)
+async def clean_hook_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Empty the webhook database's tables after each test that used it."""
+    yield
+    if "hook_database_url" in request.fixturenames:
+        await execute(request.getfixturevalue("hook_database_url"), f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def hook_settings(settings: Settings, hook_database_url: str) -> Settings:
     """Loopback allowed, retries within RETRY_WINDOW seconds, disabled after MAX_FAILURES failed deliveries, on
-    a queue of its own."""
+    a database and a queue of its own."""
     return msgspec.structs.replace(
         settings,
+        database_url=hook_database_url,
         webhook_allow_private_urls=True,
         webhook_retry_window=RETRY_WINDOW,
         webhook_max_consecutive_failures=MAX_FAILURES,
@@ -62,8 +81,8 @@ async def password_hash() -> str:
 
 
 @pytest.fixture
-async def hook_admin(hook_client: Client, database_url: str, password_hash: str) -> LoggedIn:
-    return await log_in(hook_client, await insert_user(database_url, password_hash, "hookadmin", admin=True))
+async def hook_admin(hook_client: Client, hook_database_url: str, password_hash: str) -> LoggedIn:
+    return await log_in(hook_client, await insert_user(hook_database_url, password_hash, "hookadmin", admin=True))
 
 
 @pytest.fixture

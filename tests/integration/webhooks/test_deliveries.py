@@ -37,12 +37,12 @@ async def make_webhook(client: Client, admin: LoggedIn, receiver: Receiver, *typ
     return webhook
 
 
-async def write_events(database_url: str, subjects: list[str], per_subject: int) -> None:
+async def write_events(hook_database_url: str, subjects: list[str], per_subject: int) -> None:
     """`per_subject` user.updated events for each subject, written by one writer per subject at once (so the
     transactions of different subjects interleave and commit out of id order), each event its own transaction."""
 
     async def writer(user_id: str) -> None:
-        connection = await asyncpg.connect(database_url)
+        connection = await asyncpg.connect(hook_database_url)
         try:
             for n in range(per_subject):
                 async with connection.transaction():
@@ -54,9 +54,11 @@ async def write_events(database_url: str, subjects: list[str], per_subject: int)
     await asyncio.gather(*(writer(subject) for subject in subjects))
 
 
-async def feed_order(database_url: str) -> dict[str, list[str]]:
+async def feed_order(hook_database_url: str) -> dict[str, list[str]]:
     """Each subject's event ids in feed order."""
-    rows = await sql(database_url, "SELECT id, subject_id FROM events WHERE type = 'user.updated' ORDER BY xid, seq")
+    rows = await sql(
+        hook_database_url, "SELECT id, subject_id FROM events WHERE type = 'user.updated' ORDER BY xid, seq"
+    )
     order: dict[str, list[str]] = {}
     for row in rows:
         order.setdefault(row["subject_id"], []).append(str(row["id"]))
@@ -79,17 +81,17 @@ async def deliveries(client: Client, admin: LoggedIn, webhook_id: str, query: st
 
 
 async def test_every_event_arrives_signed_once_in_order_per_subject(
-    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, database_url: str
+    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, hook_database_url: str
 ) -> None:
     webhook = await make_webhook(hook_client, hook_admin, endpoint)
     subjects = [str(uuid.uuid4()) for _ in range(SUBJECTS)]
-    await write_events(database_url, subjects, EVENTS_PER_SUBJECT)
+    await write_events(hook_database_url, subjects, EVENTS_PER_SUBJECT)
     total = SUBJECTS * EVENTS_PER_SUBJECT
 
     await eventually(lambda: len(endpoint.unique()) >= total, message=f"{len(endpoint.unique())} of {total}")
 
     assert endpoint.refused == 0  # every delivery verified by standardwebhooks
-    expected = await feed_order(database_url)
+    expected = await feed_order(hook_database_url)
     assert received_order(endpoint) == expected
     first = next(iter(endpoint.unique().values()))
     assert set(first.event) == {"id", "type", "occurred_at", "subject", "actor", "request_id", "data"}
@@ -105,12 +107,12 @@ async def test_every_event_arrives_signed_once_in_order_per_subject(
 
 
 async def test_a_receiver_that_goes_away_gets_everything_when_it_returns(
-    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, database_url: str
+    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, hook_database_url: str
 ) -> None:
     webhook = await make_webhook(hook_client, hook_admin, endpoint)
     endpoint.stop()
     subjects = [str(uuid.uuid4()) for _ in range(3)]
-    await write_events(database_url, subjects, 4)
+    await write_events(hook_database_url, subjects, 4)
 
     async def attempted() -> bool:
         page = await deliveries(hook_client, hook_admin, webhook["id"], "&status=pending")
@@ -125,7 +127,7 @@ async def test_a_receiver_that_goes_away_gets_everything_when_it_returns(
 
     endpoint.start()  # the same port
     await eventually(lambda: len(endpoint.unique()) >= 12, message=f"{len(endpoint.unique())} of 12")
-    assert received_order(endpoint) == await feed_order(database_url)
+    assert received_order(endpoint) == await feed_order(hook_database_url)
     assert endpoint.refused == 0
 
 
@@ -137,11 +139,11 @@ async def eventually_async(check: Any, within: float = 15.0) -> None:
 
 
 async def test_a_run_of_failures_disables_the_endpoint_until_it_is_enabled_again(
-    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, database_url: str
+    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, hook_database_url: str
 ) -> None:
     endpoint.status = 500
     webhook = await make_webhook(hook_client, hook_admin, endpoint)
-    await write_events(database_url, [str(uuid.uuid4()) for _ in range(MAX_FAILURES)], 1)
+    await write_events(hook_database_url, [str(uuid.uuid4()) for _ in range(MAX_FAILURES)], 1)
 
     async def disabled() -> bool:
         read = await hook_client.get(f"{WEBHOOKS}/{webhook['id']}", headers=hook_admin.headers)
@@ -156,7 +158,7 @@ async def test_a_run_of_failures_disables_the_endpoint_until_it_is_enabled_again
     assert all(item["attempts"] >= 2 and item["last_status_code"] == 500 for item in page["items"])
     assert all(item["last_error"] == "HTTP 500: nope!" for item in page["items"])
     (disabled_event,) = await sql(
-        database_url, "SELECT actor_type, data::text AS data FROM events WHERE type = 'webhook.disabled'"
+        hook_database_url, "SELECT actor_type, data::text AS data FROM events WHERE type = 'webhook.disabled'"
     )
     assert disabled_event["actor_type"] == "system"
     assert json.loads(disabled_event["data"]) == {"failures": MAX_FAILURES}
@@ -164,7 +166,7 @@ async def test_a_run_of_failures_disables_the_endpoint_until_it_is_enabled_again
     # While disabled nothing is sent; enabled again, a redelivery arrives.
     endpoint.status = 204
     tried = endpoint.requests
-    await write_events(database_url, [str(uuid.uuid4())], 1)
+    await write_events(hook_database_url, [str(uuid.uuid4())], 1)
     await asyncio.sleep(0.5)
     assert endpoint.requests == tried
     enabled = await hook_client.patch(f"{WEBHOOKS}/{webhook['id']}", json={"enabled": True}, headers=hook_admin.headers)
@@ -179,14 +181,14 @@ async def test_a_run_of_failures_disables_the_endpoint_until_it_is_enabled_again
 
 
 async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
-    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, database_url: str
+    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, hook_database_url: str
 ) -> None:
     elsewhere = Receiver().start()
     try:
         endpoint.status, endpoint.location = 307, elsewhere.url
         webhook = await make_webhook(hook_client, hook_admin, endpoint)
         elsewhere.secrets = endpoint.secrets
-        await write_events(database_url, [str(uuid.uuid4())], 1)
+        await write_events(hook_database_url, [str(uuid.uuid4())], 1)
 
         async def attempted() -> bool:
             page = await deliveries(hook_client, hook_admin, webhook["id"])
@@ -202,7 +204,7 @@ async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
 
 
 async def test_during_a_rotation_deliveries_verify_with_either_secret(
-    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, database_url: str
+    hook_client: Client, hook_admin: LoggedIn, worker: None, endpoint: Receiver, hook_database_url: str
 ) -> None:
     webhook = await make_webhook(hook_client, hook_admin, endpoint)
     old_secret = endpoint.secrets[0]
@@ -213,7 +215,7 @@ async def test_during_a_rotation_deliveries_verify_with_either_secret(
     for secret in (new_secret, old_secret):  # a receiver that knows only one of them verifies
         endpoint.secrets = [secret]
         before = len(endpoint.received)
-        await write_events(database_url, [str(uuid.uuid4())], 1)
+        await write_events(hook_database_url, [str(uuid.uuid4())], 1)
         await eventually(lambda before=before: len(endpoint.received) > before)
         assert endpoint.received[-1].signatures == 2
     assert endpoint.refused == 0
@@ -222,7 +224,7 @@ async def test_during_a_rotation_deliveries_verify_with_either_secret(
         f"{WEBHOOKS}/{webhook['id']}/rotate-secret", json={"overlap_seconds": 0}, headers=hook_admin.headers
     )
     endpoint.secrets = [old_secret]  # the secret two rotations ago signs nothing any more
-    await write_events(database_url, [str(uuid.uuid4())], 1)
+    await write_events(hook_database_url, [str(uuid.uuid4())], 1)
     await eventually(lambda: endpoint.refused >= 1)
 
 
