@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+from argon2 import PasswordHasher, Type
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
@@ -37,6 +39,23 @@ async def test_our_hashes_and_another_implementations_verify_alike() -> None:
         pass
     else:
         raise AssertionError("OpenSSL accepted a wrong password for our hash")
+
+
+@pytest.mark.parametrize(
+    "made_elsewhere",
+    [
+        PasswordHasher(parallelism=4),  # argon2-cffi's defaults: 64 MiB, 3 passes, 4 lanes
+        PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=Type.I),
+        PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1, type=Type.D),  # libsodium has no argon2d
+        PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1, hash_len=64),  # longer than libsodium reads
+    ],
+    ids=["argon2id-4-lanes", "argon2i", "argon2d", "64-byte-output"],
+)
+async def test_an_imported_hash_with_other_parameters_verifies_and_is_rehashed(made_elsewhere: PasswordHasher) -> None:
+    hashed = made_elsewhere.hash(PASSWORD)
+    assert await verify_password(hashed, PASSWORD)
+    assert not await verify_password(hashed, PASSWORD + "!")
+    assert needs_rehash(hashed)
 
 
 async def test_a_missing_or_malformed_hash_never_verifies() -> None:
