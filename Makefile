@@ -49,7 +49,7 @@ migration: install ## Autogenerate a migration from the models: make migration m
 bench: install ## Benchmark vs the ceiling and the FastAPI peer with wrk: make bench [users=100000] [runs=3]
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 		{ echo "make bench needs wrk (Debian package wrk)"; exit 1; }
-	$(RUN) python -m tests.bench.run --users $(or $(users),100000) --runs $(or $(runs),3)
+	UV="$(UV)" $(RUN) python -m tests.bench.run --users $(or $(users),100000) --runs $(or $(runs),3)
 
 bench-h2: install ## The read scenario over HTTP/1.1 and HTTP/2 (h2c) with h2load and wrk: make bench-h2 [runs=3]
 	@command -v h2load >/dev/null && command -v wrk >/dev/null || \
