@@ -4,6 +4,9 @@ SHELL := /bin/bash
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_PREFERENCE := only-system
+# The dependencies' bytecode is written once, at install: where PYTHONDONTWRITEBYTECODE is set, every process the
+# tests start would otherwise compile them again (3.7 s to import the worker, against 1.5 s).
+export UV_COMPILE_BYTECODE := 1
 # uv on PATH, or the one `make uv` installs from PyPI with pip.
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --no-sync

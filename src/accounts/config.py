@@ -101,6 +101,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     or a database each need their own."""
     worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=200)] = 10
     """Jobs one worker process runs at once."""
+    job_sweep_interval: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 10
+    """Seconds between a worker's sweeps for jobs whose worker died (their heartbeat or timeout passed): how soon
+    such a job runs again on another worker (SAQ's default is 60)."""
     worker_in_process: bool = False
     """Also run a worker inside each API process (development: `make run` with no `make worker`)."""
     job_result_ttl: Annotated[int, msgspec.Meta(ge=3600, le=31_536_000)] = 604_800

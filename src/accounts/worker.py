@@ -132,9 +132,9 @@ def make_worker(settings: Settings, queue: Queue, tracing: Tracing | None = None
         after_process=after_process,
         shutdown_grace_period_s=settings.shutdown_timeout,
         dequeue_timeout=1.0,  # idle loops wake each second, so a stopping worker need not wait out the grace period
-        # SAQ's defaults, but a sweep every 10 s (not 60): a killed worker's jobs go back on the queue sooner.
-        # (On Redis the sweep's lock lasts as long as this interval: SAQ passes it as `sweep(lock=...)`.)
-        timers=PartialTimersDict(schedule=1, worker_info=10, sweep=10, abort=1),
+        # SAQ's defaults, but a sweep every JOB_SWEEP_INTERVAL s (not 60): a killed worker's jobs go back on the
+        # queue sooner. (On Redis the sweep's lock lasts as long as this interval: SAQ passes it as `sweep(lock=...)`.)
+        timers=PartialTimersDict(schedule=1, worker_info=10, sweep=settings.job_sweep_interval, abort=1),
     )
 
 

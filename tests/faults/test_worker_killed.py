@@ -24,12 +24,12 @@ from tests.faults.support import RecordFigures, seconds_until
 from tests.integration.jobs.support import BACKENDS, connected_jobs, on_backend, saq_job, wait_for, worker_processes
 
 OWNER = "user:0196a000-0000-7000-8000-00000000000f"
-VALID_ROWS = 50_000
+VALID_ROWS = 20_000
 """Enough rows that the import is still running when its worker is killed after the first batch."""
 INVALID_ROWS: dict[int, bytes] = {  # by line, each breaking another rule; one in the batch written before the kill
     2: b'{"email": ',
     IMPORT_BATCH + 3: b'{"username": "no-email"}',
-    30_001: msgspec.json.encode({"email": "user7@example.com", "username": "twice"}),
+    15_001: msgspec.json.encode({"email": "user7@example.com", "username": "twice"}),
     VALID_ROWS + 4: b"[1, 2]",
 }
 LINES = VALID_ROWS + len(INVALID_ROWS)

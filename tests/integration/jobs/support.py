@@ -204,6 +204,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "WORKER_CONCURRENCY": "2",
         "WORKER_METRICS_PORT": "0",  # no port to collide with another worker's
         "SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
+        "JOB_SWEEP_INTERVAL": "1",  # a killed worker's job is taken back within a second of its heartbeat lapsing
     }
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
