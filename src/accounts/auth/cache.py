@@ -6,7 +6,10 @@ Each worker caches the few facts that decide that, and triggers on `users`, `api
 (migrations 0002, 0010) send `NOTIFY accounts_auth` on every change to them, which evicts the entry in
 every worker; an insert into `revoked_tokens` adds its jti to every worker's refusals, and an ended
 session (migration 0011) its id. While the listening connection is down nothing is cached and each
-revocation is looked up.
+revocation is looked up. A client's public keys (migration 0015) are cached with it, parsed once.
+
+The jti of each client assertion (RFC 7523) is spent here too, in a statement committed on its own: an assertion
+works once, whatever becomes of the request that presented it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from uuid import UUID
 import asyncpg
 import structlog
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from accounts.auth.models import ApiKey, RevokedToken, UserSession
+from accounts.auth.models import ApiKey, RevokedToken, UsedClientAssertion, UserSession
 from accounts.auth.tokens import LEEWAY_SECONDS, MAX_ACCESS_TOKEN_TTL, AccessClaims
+from accounts.clients.keys import ClientKey, stored_keys
 from accounts.clients.models import OAuthClient
 from accounts.core.db import DATABASE_ERRORS
 from accounts.core.security import same_hash
@@ -58,6 +64,8 @@ class ClientState(NamedTuple):
     secret_hash: bytes
     previous_secret_hash: bytes | None
     previous_secret_expires_at: datetime | None
+    keys: tuple[ClientKey, ...]
+    """The public keys that verify its `private_key_jwt` assertions (none: it authenticates with its secret only)."""
 
     def accepts(self, secret: str) -> bool:
         """The secret is the client's, or its previous one within the rotation's overlap; both are compared, in
@@ -137,16 +145,38 @@ class CredentialCache:
         async with self._engine.connect() as connection:
             row = (
                 await connection.execute(
-                    select(*columns, OAuthClient.previous_secret_expires_at).where(OAuthClient.id == client_id)
+                    select(*columns, OAuthClient.previous_secret_expires_at, OAuthClient.jwks).where(
+                        OAuthClient.id == client_id
+                    )
                 )
             ).first()
         if row is None:  # not remembered, as for API keys: made-up ids cost a lookup, never memory
             return None
         state = ClientState(
-            client_id, frozenset(row.scopes), row.secret_hash, row.previous_secret_hash, row.previous_secret_expires_at
+            client_id,
+            frozenset(row.scopes),
+            row.secret_hash,
+            row.previous_secret_hash,
+            row.previous_secret_expires_at,
+            stored_keys(row.jwks),
         )
         self._remember(self._clients, client_id, state, generation)
         return state
+
+    async def spend_assertion(self, client_id: UUID, jti: str, expires_at: datetime) -> bool:
+        """Whether this is the first use of the client's assertion `jti`; it is refused from now until `expires_at`.
+        Committed at once, on its own: of two requests with one assertion, however concurrent, exactly one wins."""
+        statement = (
+            insert(UsedClientAssertion)
+            .values(client_id=client_id, jti=jti, expires_at=expires_at)
+            .on_conflict_do_nothing()
+            .returning(UsedClientAssertion.jti)
+        )
+        try:
+            async with self._engine.begin() as connection:
+                return await connection.scalar(statement) is not None
+        except IntegrityError:  # the client was deleted since it was read: its assertions are worth nothing now
+            return False
 
     async def is_revoked(self, jti: str) -> bool:
         """Whether the access token with this jti was revoked (RFC 7009) before it expires."""

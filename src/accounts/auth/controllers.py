@@ -20,7 +20,9 @@ from litestar.params import Body, JSONBody, Parameter
 from litestar.response.base import ASGIResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accounts.auth.assertions import ASSERTION_TYPE
 from accounts.auth.authentication import Authenticator
+from accounts.auth.cache import ClientState
 from accounts.auth.models import UserSession
 from accounts.auth.schemas import (
     ApiKeyCreate,
@@ -59,6 +61,7 @@ from accounts.auth.services import (
 )
 from accounts.auth.sessions import SessionService
 from accounts.auth.tokens import ALGORITHM, AccessTokens
+from accounts.clients.keys import ASSERTION_ALGORITHMS
 from accounts.config import Settings
 from accounts.core.errors import (
     FieldError,
@@ -178,6 +181,34 @@ def client_credentials(request: Request[Any, Any, Any], form_id: str, form_secre
     return unquote_plus(client_id), unquote_plus(secret)  # form-encoded before they were joined (section 2.3.1)
 
 
+async def authenticated_client(
+    auth: AuthService, request: Request[Any, Any, Any], form: TokenRequest | TokenIntrospectionRequest
+) -> ClientState | None:
+    """The service client the request authenticates, by one method (RFC 6749 section 2.3): its secret (HTTP Basic or
+    the form) or a `private_key_jwt` assertion (RFC 7523 section 2.2); None when it authenticates none."""
+    secret = client_credentials(request, form.client_id, form.client_secret)
+    if not (form.client_assertion or form.client_assertion_type):
+        return await auth.authenticate_client(*secret) if secret is not None else None
+    if secret is not None:
+        raise InvalidInput("Authenticate the client one way: its secret (HTTP Basic or form) or a client_assertion.")
+    for field in ("client_assertion_type", "client_assertion"):
+        if not getattr(form, field):
+            message = "required to authenticate with a client assertion"
+            raise InvalidInput(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
+    if form.client_assertion_type != ASSERTION_TYPE:
+        raise InvalidClient(f"client_assertion_type: only {ASSERTION_TYPE} is supported.")
+    # The issuer or the token endpoint (RFC 7523 section 3, OpenID Connect Core section 9); also the URL it was sent
+    # to, authlib's default audience.
+    routes = {"createToken", request.route_handler.name or "createToken"}
+    audiences = sorted({auth.settings.issuer, *(endpoint_url(auth.settings, request, route) for route in routes)})
+    return await auth.authenticate_client_assertion(form.client_assertion, form.client_id, audiences)
+
+
+def endpoint_url(settings: Settings, request: Request[Any, Any, Any], route: str) -> str:
+    """The URL of the operation `route` under PUBLIC_URL, as the discovery documents name it."""
+    return settings.public_url.rstrip("/") + request.app.route_reverse(route)
+
+
 class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
@@ -195,8 +226,10 @@ class AuthController(Controller):
         description="Form-encoded (RFC 6749). `grant_type=password&username=<e-mail or username>&password=...` "
         "logs a user in; `grant_type=refresh_token&refresh_token=...` renews a user's tokens; "
         "`grant_type=client_credentials` (with an optional space-separated `scope`) gives a service client a token "
-        "of its own, the client authenticating with HTTP Basic (`client_secret_basic`) or `client_id` and "
-        "`client_secret` form fields (`client_secret_post`). A user with a second factor gets 403 `mfa_required` "
+        "of its own, the client authenticating with HTTP Basic (`client_secret_basic`), `client_id` and "
+        "`client_secret` form fields (`client_secret_post`), or `client_assertion_type="
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and a `client_assertion` JWT signed with a key it "
+        "registered (`private_key_jwt`, RFC 7523). A user with a second factor gets 403 `mfa_required` "
         "and an `mfa_token` from the password grant; "
         "`grant_type=http://auth0.com/oauth/grant-type/mfa-otp&mfa_token=...&otp=...` (or `.../mfa-recovery-code` "
         "with `recovery_code`) then gives the tokens. Errors are RFC 6749 section 5.2 JSON (`error`, "
@@ -220,10 +253,12 @@ class AuthController(Controller):
         data: Annotated[TokenRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[TokenResponse]:
         if data.grant_type == "client_credentials":
-            client = client_credentials(request, data.client_id, data.client_secret)
+            client = await authenticated_client(auth, request, data)
             if client is None:
-                raise InvalidClient("Authenticate the client: HTTP Basic, or client_id and client_secret.")
-            return Response(auth.grant_client(await auth.authenticate_client(*client), data.scope))
+                raise InvalidClient(
+                    "Authenticate the client: HTTP Basic, client_id and client_secret, or a client_assertion."
+                )
+            return Response(auth.grant_client(client, data.scope))
         if data.grant_type == "refresh_token":
             pair = await auth.refresh(required(data, "refresh_token"))
             return Response(TokenResponse(**msgspec.structs.asdict(pair)))
@@ -302,9 +337,9 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[TokenIntrospectionRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> TokenIntrospection:
-        client = client_credentials(request, data.client_id, data.client_secret)
+        client = await authenticated_client(auth, request, data)
         if client is not None:
-            scopes = (await auth.authenticate_client(*client)).scopes
+            scopes = client.scopes
         elif request.headers.get("authorization") or request.headers.get("x-api-key"):
             authenticator: Authenticator = request.app.state.authenticator
             caller = await authenticator.authenticate(
@@ -312,7 +347,7 @@ class AuthController(Controller):
             )
             scopes = caller.scopes
         else:
-            raise InvalidClient("Authenticate: as a service client (HTTP Basic or form fields), or with an API key.")
+            raise InvalidClient("Authenticate: as a service client (as at the token endpoint), or with an API key.")
         if INTROSPECT not in scopes:
             raise Forbidden(f"Introspection needs the `{INTROSPECT}` scope.")
         return await auth.introspect(data.token)
@@ -336,8 +371,7 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[TokenRevocationRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> ASGIResponse:
-        client = client_credentials(request, data.client_id, data.client_secret)
-        await auth.revoke(data.token, await auth.authenticate_client(*client) if client is not None else None)
+        await auth.revoke(data.token, await authenticated_client(auth, request, data))
         return ASGIResponse(status_code=200, headers={"Cache-Control": "no-store"})
 
     @get(
@@ -569,12 +603,12 @@ class DiscoveryController(Controller):
 
 def server_metadata(settings: Settings, request: Request[Any, Any, Any]) -> ServerMetadata:
     """One document for both addresses: the endpoints at PUBLIC_URL, the issuer every token carries."""
-    base = settings.public_url.rstrip("/")
 
     def url(route: str) -> str:
-        return base + request.app.route_reverse(route)
+        return endpoint_url(settings, request, route)
 
-    client_auth = ["client_secret_basic", "client_secret_post"]
+    client_auth = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    signing = list(ASSERTION_ALGORITHMS)
     return ServerMetadata(
         issuer=settings.issuer,
         token_endpoint=url("createToken"),
@@ -584,14 +618,17 @@ def server_metadata(settings: Settings, request: Request[Any, Any, Any]) -> Serv
         userinfo_endpoint=url("getUserInfo"),
         grant_types_supported=list(GRANT_TYPES),
         token_endpoint_auth_methods_supported=client_auth,
+        token_endpoint_auth_signing_alg_values_supported=signing,
         introspection_endpoint_auth_methods_supported=client_auth,
+        introspection_endpoint_auth_signing_alg_values_supported=signing,
         revocation_endpoint_auth_methods_supported=[*client_auth, "none"],
+        revocation_endpoint_auth_signing_alg_values_supported=signing,
         scopes_supported=sorted(ADMIN_SCOPES),
         response_types_supported=["none"],  # no authorization endpoint: nothing is answered through one
         subject_types_supported=["public"],
         id_token_signing_alg_values_supported=[ALGORITHM],
         claims_supported=["sub", "email", "email_verified", "preferred_username", "name", "updated_at"],
-        service_documentation=base + "/schema",
+        service_documentation=settings.public_url.rstrip("/") + "/schema",
     )
 
 

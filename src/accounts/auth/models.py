@@ -1,5 +1,5 @@
-"""Tables of credentials: sessions and their refresh tokens, API keys, e-mailed tokens, revoked access tokens and the
-second-factor challenges of logins."""
+"""Tables of credentials: sessions and their refresh tokens, API keys, e-mailed tokens, revoked access tokens, the
+second-factor challenges of logins and the client assertions already used."""
 
 from __future__ import annotations
 
@@ -90,6 +90,17 @@ class RevokedToken(DefaultBase):
     __tablename__ = "revoked_tokens"
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+
+
+class UsedClientAssertion(DefaultBase):
+    """The `jti` of a service client's `private_key_jwt` assertion (RFC 7523) that was presented: it is refused if
+    presented again, until it would have expired anyway."""
+
+    __tablename__ = "client_assertions"
+
+    client_id: Mapped[UUID] = mapped_column(ForeignKey("oauth_clients.id", ondelete="CASCADE"), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(256), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
 
 

@@ -23,6 +23,23 @@ from accounts.users.schemas import (
     whole_string,
 )
 
+ClientAssertionType = Annotated[
+    str,
+    Meta(
+        max_length=100,
+        pattern=ONE_LINE,
+        description="`urn:ietf:params:oauth:client-assertion-type:jwt-bearer` with a `client_assertion` "
+        "(`private_key_jwt`, RFC 7523).",
+    ),
+]
+ClientAssertion = Annotated[
+    str,
+    Meta(
+        max_length=8192,
+        pattern=ONE_LINE,
+        description="A JWT the client signed with one of its registered keys (RFC 7523 section 3); each works once.",
+    ),
+]
 RefreshTokenValue = Annotated[
     str, Meta(min_length=1, max_length=256, pattern=ONE_LINE, description="The opaque refresh token.")
 ]
@@ -32,7 +49,8 @@ class TokenRequest(Struct, kw_only=True):
     """A token request (RFC 6749), form-encoded: `grant_type` says which of the other fields it needs.
 
     `password` (section 4.3): `username` and `password`; `refresh_token` (section 6): `refresh_token`;
-    `client_credentials` (section 4.4): the client authenticates with HTTP Basic or `client_id` and `client_secret`;
+    `client_credentials` (section 4.4): the client authenticates with HTTP Basic, `client_id` and `client_secret`, or
+    `client_assertion_type` and `client_assertion` (`private_key_jwt`);
     `http://auth0.com/oauth/grant-type/mfa-otp`: `mfa_token` and `otp`; `.../mfa-recovery-code`: `mfa_token` and
     `recovery_code` (the second step of a login that answered `mfa_required`).
     """
@@ -44,6 +62,8 @@ class TokenRequest(Struct, kw_only=True):
     scope: Annotated[str, Meta(max_length=1000, pattern=ONE_LINE)] = ""
     client_id: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
     client_secret: Annotated[str, Meta(max_length=256, pattern=ONE_LINE)] = ""
+    client_assertion_type: ClientAssertionType = ""
+    client_assertion: ClientAssertion = ""
     mfa_token: Annotated[str, Meta(max_length=256, pattern=ONE_LINE, description="A second-factor challenge's.")] = ""
     otp: Annotated[str, Meta(max_length=6, pattern=whole_string("[0-9]*"), description="A TOTP code.")] = ""
     recovery_code: Annotated[str, Meta(max_length=20, pattern=whole_string("[A-Za-z0-9 -]*"))] = ""
@@ -133,6 +153,8 @@ class TokenIntrospectionRequest(Struct, kw_only=True):
     token_type_hint: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
     client_id: Annotated[str, Meta(max_length=100, pattern=ONE_LINE)] = ""
     client_secret: Annotated[str, Meta(max_length=256, pattern=ONE_LINE)] = ""
+    client_assertion_type: ClientAssertionType = ""
+    client_assertion: ClientAssertion = ""
 
 
 class TokenRevocationRequest(TokenIntrospectionRequest, kw_only=True):
@@ -176,8 +198,11 @@ class ServerMetadata(Struct, kw_only=True, omit_defaults=True):
     userinfo_endpoint: str
     grant_types_supported: list[str]
     token_endpoint_auth_methods_supported: list[str]
+    token_endpoint_auth_signing_alg_values_supported: list[str]
     introspection_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_signing_alg_values_supported: list[str]
     revocation_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_signing_alg_values_supported: list[str]
     scopes_supported: list[str]
     response_types_supported: list[str]
     subject_types_supported: list[str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from uuid_utils.compat import uuid7
 
+from accounts.auth.assertions import AssertionRefused, claimed_client, verify_assertion
 from accounts.auth.cache import ClientState, CredentialCache
 from accounts.auth.credentials import new_api_key, new_email_token
 from accounts.auth.models import ApiKey, EmailToken, MfaChallenge, RevokedToken
@@ -376,6 +378,32 @@ class AuthService:
             client = None
         if client is None or not client.accepts(secret):
             raise InvalidClient(WRONG_CLIENT)
+        return client
+
+    async def authenticate_client_assertion(
+        self, assertion: str, client_id: str, audiences: Sequence[str]
+    ) -> ClientState:
+        """The service client a `private_key_jwt` assertion (RFC 7523) authenticates, if its signature, claims and
+        jti check out: each assertion works once (`client_id`, when sent, must be the assertion's client)."""
+        try:
+            return await self._asserted_client(assertion, client_id, audiences)
+        except AssertionRefused as exc:
+            raise InvalidClient(str(exc)) from None
+
+    async def _asserted_client(self, assertion: str, client_id: str, audiences: Sequence[str]) -> ClientState:
+        claimed = claimed_client(assertion)
+        if client_id and client_id != claimed:
+            raise AssertionRefused("client_id: not the client of the client_assertion (its sub)")
+        try:
+            client = await self.credentials.client(UUID(claimed))
+        except ValueError:
+            client = None
+        if client is None:
+            raise AssertionRefused("client_assertion: no client has this id (its sub), or it was deleted")
+        verified = verify_assertion(assertion, client, audiences)
+        expires = datetime.fromtimestamp(verified.exp + LEEWAY_SECONDS, UTC)
+        if not await self.credentials.spend_assertion(client.id, verified.jti, expires):
+            raise AssertionRefused("client_assertion: its jti was used already; sign a new assertion for each request")
         return client
 
     def grant_client(self, client: ClientState, scope: str) -> TokenResponse:

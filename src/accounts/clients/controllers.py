@@ -1,4 +1,5 @@
-"""HTTP endpoints for service clients (admins only): create, list, read, rotate the secret, delete."""
+"""HTTP endpoints for service clients (admins only): create, list, read, rotate the secret, replace the public keys,
+delete."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, Parameter
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.clients.models import OAuthClient
 from accounts.clients.schemas import (
+    ClientJwkSet,
     OAuthClientCreate,
     OAuthClientCreated,
     OAuthClientList,
@@ -29,8 +31,8 @@ from accounts.core.security import AUTHENTICATED, AuthenticatedRequest, requires
 
 
 def provide_clients(db_session: NamedDependency[AsyncSession], state: State) -> OAuthClientService:
-    """Deleting or rotating forgets the client in this worker's credential cache at once (the others hear it from
-    the database)."""
+    """Every change (a rotation, new keys, a deletion) forgets the client in this worker's credential cache at once
+    (the others hear it from the database)."""
     return OAuthClientService(db_session, on_changed=state.credentials.forget_client)
 
 
@@ -54,7 +56,9 @@ class OAuthClientController(Controller):
         middleware=[IdempotencyMiddleware],
         summary="Create a service client (the secret is shown once)",
         description="The client gets tokens with `grant_type=client_credentials` at `POST /api/v1/auth/token`, "
-        "authenticating with HTTP Basic (`client_secret_basic`) or form fields (`client_secret_post`).",
+        "authenticating with HTTP Basic (`client_secret_basic`) or form fields (`client_secret_post`); with `jwks` "
+        "(public keys: OKP Ed25519, EC P-256, RSA of 2048 bits or more; a private member, a symmetric key or a key "
+        "given twice is a 400 naming it), also with JWTs it signs (`private_key_jwt`, RFC 7523).",
         status_code=201,
         response_headers=[LOCATION_HEADER],
         responses=problem_responses(400, 401, 403, 413, 415),
@@ -104,6 +108,25 @@ class OAuthClientController(Controller):
     ) -> OAuthClientCreated:
         client, secret = await clients.rotate_secret(client_id, data.overlap_seconds)
         return with_secret(client, secret)
+
+    @put(
+        "/{client_id:str}/jwks",
+        name="replaceOAuthClientJwks",
+        summary="Replace a service client's public keys (private_key_jwt)",
+        description="The JWK Set its `private_key_jwt` assertions are verified with from now on, in every worker: "
+        'an assertion signed with a key no longer in it is refused at once. `{"keys": []}` removes them all. '
+        "Public keys only, as at creation. To rotate without downtime, put the new key beside the old one, move the "
+        "client to it, then drop the old.",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 404, 413, 415),
+    )
+    async def replace_oauth_client_jwks(
+        self,
+        clients: NamedDependency[OAuthClientService],
+        client_id: ClientId,
+        data: JSONBody[ClientJwkSet],
+    ) -> OAuthClientRead:
+        return to_client_read(await clients.replace_keys(client_id, data))
 
     @delete(
         "/{client_id:str}",

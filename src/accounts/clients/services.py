@@ -1,9 +1,10 @@
 """Service clients: the one service that writes `oauth_clients`.
 
 A client's secret is 256 random bits with a recognisable prefix, returned once and kept only as its SHA-256
-(accounts.auth.credentials); a rotation keeps the previous secret working for an overlap. Every change is
+(accounts.auth.credentials); a rotation keeps the previous secret working for an overlap. A client may also register
+public keys (a JWK Set, accounts.clients.keys) to authenticate with `private_key_jwt` instead. Every change is
 reported through `on_changed(client_id)`, so this worker's credential cache forgets the client at once; the other
-workers hear it from the database (migration 0010's trigger)."""
+workers hear it from the database (the trigger of migrations 0010 and 0015)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accounts.clients.keys import to_stored, verification_keys
 from accounts.clients.models import OAuthClient
-from accounts.clients.schemas import OAuthClientCreate, OAuthClientRead
+from accounts.clients.schemas import ClientJwkSet, OAuthClientCreate, OAuthClientRead
 from accounts.core.db import PRIMARY
 from accounts.core.security import secret_hash
 from accounts.events.services import Subject, record
@@ -42,11 +45,14 @@ class OAuthClientService(SQLAlchemyAsyncRepositoryService[OAuthClient]):
 
     async def create_client(self, data: OAuthClientCreate, created_by: UUID | None) -> tuple[OAuthClient, str]:
         """A new client; the secret is returned once and only its hash is kept."""
+        if data.jwks is not None:
+            verification_keys(data.jwks)
         secret = new_client_secret()
         values = {
             "name": data.name,
             "scopes": sorted(set(data.scopes)),
             "secret_hash": secret_hash(secret),
+            "jwks": to_stored(data.jwks),
             "created_by": created_by,
         }
         client = await self.create(values)
@@ -76,6 +82,17 @@ class OAuthClientService(SQLAlchemyAsyncRepositoryService[OAuthClient]):
         self.on_changed(client_id)
         return client, secret
 
+    async def replace_keys(self, client_id: UUID, jwks: ClientJwkSet) -> OAuthClient:
+        """The client's public keys are `jwks` from now on (none when it is empty): assertions signed with a key no
+        longer in it are refused at once."""
+        verification_keys(jwks, prefix="")
+        client = await self.update({"jwks": to_stored(jwks)}, item_id=client_id, bind_group=PRIMARY)
+        await record(
+            self.repository.session, "client.keys_changed", Subject("client", client_id), _keys_described(jwks)
+        )
+        self.on_changed(client_id)
+        return client
+
     async def delete_client(self, client_id: UUID) -> None:
         """Delete the client: its secrets and every token issued to it stop working at once."""
         await self.delete(client_id, bind_group=PRIMARY)
@@ -86,6 +103,11 @@ class OAuthClientService(SQLAlchemyAsyncRepositoryService[OAuthClient]):
 def _described(client: OAuthClient) -> dict[str, object]:
     """A client's `client.created` data: its name and scopes (never a secret or its hash)."""
     return {"name": client.name, "scopes": list(client.scopes)}
+
+
+def _keys_described(jwks: ClientJwkSet) -> dict[str, object]:
+    """A client's `client.keys_changed` data: its public keys by type and kid (their material is in its read)."""
+    return {"keys": [{"kty": key.kty, "kid": key.kid if isinstance(key.kid, str) else None} for key in jwks.keys]}
 
 
 def to_client_read(client: OAuthClient) -> OAuthClientRead:
@@ -99,4 +121,5 @@ def to_client_read(client: OAuthClient) -> OAuthClientRead:
         created_at=client.created_at,
         secret_rotated_at=client.secret_rotated_at,
         previous_secret_expires_at=expires if expires is not None and expires > datetime.now(UTC) else None,
+        jwks=msgspec.convert(client.jwks, ClientJwkSet) if client.jwks is not None else None,
     )

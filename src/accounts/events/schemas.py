@@ -26,6 +26,8 @@ EVENT_TYPES: dict[str, str] = {
     "client.deleted": "A service client was deleted. data: {}.",
     "client.secret_rotated": "A service client's secret was rotated (never the secret itself). data:"
     " previous_valid_until (when the previous one stops working; null: at once).",
+    "client.keys_changed": "A service client's public keys (private_key_jwt) were replaced. data: keys, each its kty"
+    " and kid (null without one); an empty list when it has none left.",
     "import.finished": "A bulk import job ended. data: job_id, status, created, updated, failed, owner.",
     "export.finished": "A bulk export job ended. data: job_id, status, exported, owner.",
     "session.revoked": "A session (a login and its refresh-token family) ended; its tokens stopped working. data:"

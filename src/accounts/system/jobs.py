@@ -19,9 +19,9 @@ log = structlog.get_logger("accounts.housekeeping")
 
 
 async def purge_expired(ctx: WorkerContext) -> dict[str, Any]:
-    """Delete expired idempotency keys, refresh tokens, login-failure windows and e-mailed tokens, old or expired
-    outbox messages, job result files older than JOB_RESULT_TTL (SAQ forgets the jobs themselves as long after
-    they finish), and events older than AUDIT_RETENTION_DAYS; returns how many of each went."""
+    """Delete expired idempotency keys, refresh tokens, login-failure windows, e-mailed tokens and client assertions'
+    jtis, old or expired outbox messages, job result files older than JOB_RESULT_TTL (SAQ forgets the jobs themselves
+    as long after they finish), and events older than AUDIT_RETENTION_DAYS; returns how many of each went."""
     settings, pool = ctx["settings"], ctx["pool"]
     deleted: dict[str, Any] = {
         "idempotency_keys": await purge_idempotency_keys(pool),
