@@ -78,7 +78,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         database_url=database_url,
         data_dir=str(tmp_path_factory.mktemp("data")),
         log_format="json",
-        database_pool_size=5,
+        database_pool_size=3,  # PostgreSQL's default 100 connections are shared by every app and server of a run
         database_max_overflow=20,
     )
 
@@ -103,6 +103,7 @@ def live_url(app: Litestar, settings: Settings, tmp_path_factory: pytest.TempPat
         "DATABASE_URL": str(settings.database_url),
         "WEB_CONCURRENCY": "2",
         "JWT_SIGNING_KEY_FILE": str(settings.data_path / GENERATED_KEY_FILE),
+        "EVENT_STREAM_HEARTBEAT": "1",  # an idle event stream shows its heartbeat within a test's patience
     }
     with serving(environment, tmp_path_factory.mktemp("live") / "log") as c:
         yield str(c.base_url)

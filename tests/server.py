@@ -29,7 +29,16 @@ def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes
     The caller stops it."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environment |= {"HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", **env}
+    # Small pools unless a test asks: a run has many servers, and each worker's default pools (10 + 20 overflow, and
+    # 10 asyncpg) kept ~25 idle connections of PostgreSQL's default 100.
+    environment |= {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+        "DATABASE_POOL_SIZE": "4",
+        "DATABASE_MAX_OVERFLOW": "4",
+        **env,
+    }
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "accounts", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT

@@ -22,6 +22,7 @@ import httpx
 import msgspec
 import pyotp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -297,6 +298,8 @@ class Write:
 
 NEW_USER = {"email": "new@example.com", "username": "newcomer", "password": "long enough"}
 NEW_PASSWORD = "another long one"
+CLIENT_PUBLIC_KEY = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+CLIENT_JWKS = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(CLIENT_PUBLIC_KEY)}]}
 WRITES = {
     "createUser": Write("POST", "/api/v1/users", 201, lambda w: {"json": NEW_USER, "headers": w.admin}),
     "register": Write("POST", "/api/v1/auth/register", 201, lambda _: {"json": NEW_USER}),
@@ -351,6 +354,9 @@ WRITES = {
     ),
     "rotateOAuthClientSecret": Write(
         "POST", "/api/v1/oauth-clients/{w.client_id}/secret", 200, lambda w: {"json": {}, "headers": w.admin}
+    ),
+    "replaceOAuthClientJwks": Write(
+        "PUT", "/api/v1/oauth-clients/{w.client_id}/jwks", 200, lambda w: {"json": CLIENT_JWKS, "headers": w.admin}
     ),
     "deleteOAuthClient": Write("DELETE", "/api/v1/oauth-clients/{w.client_id}", 204, lambda w: {"headers": w.admin}),
     "createWebhook": Write(
