@@ -27,7 +27,7 @@ moves on even when a page is empty or filtered. `START` is the beginning, `await
 
 Waking on commit instead of polling: every commit of feed events is announced on channel `accounts_events`
 (`accounts.events.services.CHANNEL`; payload: a committing transaction's xid). In an API worker the announcement
-is sent after the commit by the worker's `EventBroadcaster` (coalesced over ~2 ms: notifying inside the writing
+is sent after the commit by the worker's `EventBroadcaster` (coalesced over 20 ms: notifying inside the writing
 transactions would serialise their commits); elsewhere (job workers, the CLI) `record`/`record_on` notify in the
 writing statement. `EventBroadcaster` (accounts.events.stream) is also the per-worker listener: one connection,
 one feed read per wake while a stream is open, the recent tail kept in memory, and

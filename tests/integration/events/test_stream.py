@@ -76,3 +76,24 @@ async def test_events_stream_live_and_resume_after_the_last_event_id(
             "/api/v1/events", params={"after": received[1]["id"], "type": "user.created"}, headers=headers
         )
         assert [item["subject"]["id"] for item in page.json()["items"]] == [ids[2], *later]
+
+
+async def test_an_idle_stream_sends_heartbeats_and_still_gets_the_next_event(
+    live_url: str, reader_key: str, service_key: str
+) -> None:
+    """The live server's streams beat every second (EVENT_STREAM_HEARTBEAT=1): a proxy never sees one silent."""
+    async with (
+        httpx.AsyncClient(base_url=live_url, timeout=30) as http,
+        http.stream("GET", STREAM, headers={"X-API-Key": reader_key}, params={"type": "user.created"}) as stream,
+    ):
+        lines = stream.aiter_lines()
+        beats = 0
+        async with asyncio.timeout(10):
+            while beats < 2:
+                if (await anext(lines)).startswith(":"):
+                    beats += 1
+        (created,) = await create_users(http, service_key, ["after-beats"])
+        async with asyncio.timeout(10):
+            while not (line := await anext(lines)).startswith("data: "):
+                pass
+    assert json.loads(line.removeprefix("data: "))["subject"]["id"] == created
