@@ -76,7 +76,7 @@ def serve_command() -> None:
     start_on_a_current_database(settings)
     shared_dir = share_metrics_between_workers(settings)
     server = Granian(
-        "accounts.app:create_app",
+        "accounts.app:serve_app",
         factory=True,
         address=settings.host,
         port=settings.port,
