@@ -43,6 +43,7 @@ from accounts.core.limits import AttemptLimits
 from accounts.core.observability.logging import RequestContextMiddleware, configure_logging
 from accounts.core.observability.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
 from accounts.core.observability.tracing import start_tracing
+from accounts.core.passwords import breach_checks
 from accounts.events.context import actor_context
 from accounts.events.controllers import AuditEventController, EventController
 from accounts.events.services import AuditTrail, EventFeed, set_recording
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         publishing = asyncio.create_task(metrics.publish_forever())
         try:
             async with AsyncExitStack() as optional:
+                await optional.enter_async_context(breach_checks(settings))
                 if settings.worker_in_process:
                     await optional.enter_async_context(worker_in_process(settings, tracing))
                 yield

@@ -15,6 +15,7 @@ LogFormat = Literal["auto", "json", "console"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_HTTP_SCHEMES = ("http://", "https://")
 _DOMAIN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
 
 
@@ -132,6 +133,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Days an event is kept, in the audit trail and the feed alike; the scheduled clean-up deletes older ones."""
     event_stream_heartbeat: Annotated[float, msgspec.Meta(gt=0, le=300)] = 15.0
     """Seconds an idle event stream (SSE) waits before it sends a heartbeat comment (proxies close silent ones)."""
+    password_breach_api: str | None = None
+    """A Have I Been Pwned-compatible range API (`https://api.pwnedpasswords.com/range/`): set, a new password given
+    to the API that it has seen in a breach is refused. Only the first 5 hex digits of the password's SHA-1 leave."""
+    password_breach_timeout: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    """Seconds the range API may take; slower, down or answering an error, a password is judged by the local
+    screening alone (and a warning logged): sign-ups never depend on a third party being up."""
     password_reset_ttl: Annotated[int, msgspec.Meta(ge=300, le=86_400)] = 3_600
     password_reset_interval: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
     """At most one password-reset e-mail per account within this many seconds."""
@@ -195,6 +202,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not _is_issuer(settings.issuer):
             variable = "JWT_ISSUER" if settings.jwt_issuer else "PUBLIC_URL"
             raise ConfigError(f"{variable}: the issuer must be an http(s) URL without query or fragment")
+        if settings.password_breach_api is not None and not settings.password_breach_api.startswith(_HTTP_SCHEMES):
+            raise ConfigError("PASSWORD_BREACH_API: expected an http(s) URL to which a hash prefix is appended")
         if settings.redis_url is not None and not settings.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("REDIS_URL: expected a Redis URL (redis://host:port/db, rediss:// or unix://)")
         if settings.nats_url is not None and not settings.nats_url.startswith(("nats://", "tls://")):

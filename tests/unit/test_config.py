@@ -331,3 +331,11 @@ async def test_pgbouncer_drops_the_statement_cache_and_needs_a_direct_url() -> N
 
 async def test_a_direct_url_that_is_not_postgresql_is_an_error() -> None:
     assert config_error({"DATABASE_DIRECT_URL": "redis://cache"}).startswith("DATABASE_DIRECT_URL:")
+
+
+@pytest.mark.parametrize("url", ["api.pwnedpasswords.com/range/", "ftp://mirror/range/", "file:///etc/passwd"])
+def test_a_breach_api_that_is_not_http_is_an_error(url: str) -> None:
+    assert config_error({"PASSWORD_BREACH_API": url}).startswith("PASSWORD_BREACH_API:")
+    mirror = Settings.from_env({"PASSWORD_BREACH_API": "https://api.pwnedpasswords.com/range/"})
+    assert mirror.password_breach_api == "https://api.pwnedpasswords.com/range/"
+    assert Settings.from_env({}).password_breach_api is None

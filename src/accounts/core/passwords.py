@@ -4,15 +4,20 @@ hashed with argon2id with OWASP's parameters; both off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import re
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import cache, partial
 from itertools import permutations
 from typing import TYPE_CHECKING
 
+import httpx
 import nacl.exceptions
 import nacl.pwhash
+import structlog
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -20,6 +25,8 @@ from accounts.core.errors import FieldError, InvalidInput
 
 if TYPE_CHECKING:
     from zxcvbn.matching import _Match
+
+    from accounts.config import Settings
 
 # OWASP Password Storage Cheat Sheet: argon2id, 19 MiB of memory, 2 iterations, 1 lane.
 TIME_COST = 2
@@ -32,6 +39,7 @@ HASHER = PasswordHasher(
 # One hashing thread per worker process: with a worker per core every core can hash, and no more than
 # one 19 MiB argon2 buffer per worker is ever in use (more threads only queue and hold more memory).
 _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
+log = structlog.get_logger("accounts.core.passwords")
 
 
 # Hashing and verifying are libsodium's (PyNaCl): the same argon2id, the same PHC string as argon2-cffi's, but its
@@ -195,12 +203,61 @@ async def screen_password(password: str, *, email: str, username: str, full_name
     return await asyncio.get_running_loop().run_in_executor(_screening, screening)
 
 
+class BreachedPasswords:
+    """A Have I Been Pwned-compatible range API, asked with k-anonymity: the first 5 hex digits of a password's SHA-1
+    go out, the other 35 of every breached password sharing them come back (`SUFFIX:COUNT` lines, padded with
+    zero-count ones so the answer's size says nothing), and the match is made here."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url
+        self.client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, headers={"Add-Padding": "true", "User-Agent": "accounts"}
+        )
+
+    async def times_seen(self, password: str) -> int | None:
+        """In how many breaches the API has seen `password` (0: none); None when it did not answer in time."""
+        digest = hashlib.sha1(password.encode(), usedforsecurity=False).hexdigest().upper()
+        try:
+            response = (await self.client.get(self.base_url + digest[:5])).raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("the breached-password API did not answer; screened locally only", error=repr(exc))
+            return None
+        for line in response.text.splitlines():
+            suffix, _, count = line.partition(":")
+            if suffix.strip().upper() == digest[5:]:
+                return int(count) if count.strip().isdigit() else 1
+        return 0
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+_breaches: BreachedPasswords | None = None
+
+
+@asynccontextmanager
+async def breach_checks(settings: Settings) -> AsyncIterator[None]:
+    """While the block runs (an API process's life), new passwords are also looked up in PASSWORD_BREACH_API."""
+    global _breaches  # noqa: PLW0603 - one checker for the process, read by every password change
+    if settings.password_breach_api is None:
+        yield
+        return
+    _breaches = BreachedPasswords(settings.password_breach_api, settings.password_breach_timeout)
+    try:
+        yield
+    finally:
+        breaches, _breaches = _breaches, None
+        await breaches.close()
+
+
 async def refuse_weak_password(
     field: str, password: str, *, email: str, username: str, full_name: str | None = None
 ) -> None:
-    """InvalidInput naming `field` if `password` is too easy to guess for this user; call it before anything is
-    hashed or written."""
+    """InvalidInput naming `field` if `password` is too easy to guess for this user, or (PASSWORD_BREACH_API) known
+    from a breach; call it before anything is hashed or written."""
     weakness = await screen_password(password, email=email, username=username, full_name=full_name)
+    if weakness is None and _breaches is not None and (seen := await _breaches.times_seen(password)):
+        weakness = f"is in a list of passwords exposed in data breaches (seen {seen:,} times)"
     if weakness is not None:
         detail = f"The {field.replace('_', ' ')} {weakness}: choose one that is harder to guess."
         raise InvalidInput(detail, errors=[FieldError(field=field, message=weakness)])
