@@ -30,13 +30,14 @@ def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     # Small pools unless a test asks: a run has many servers, and each worker's default pools (10 + 20 overflow, and
-    # 10 asyncpg) kept ~25 idle connections of PostgreSQL's default 100.
+    # 10 asyncpg; an in-process job worker 11 more and its queue 12) kept ~25 of PostgreSQL's default 100 connections.
     environment |= {
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_FORMAT": "json",
         "DATABASE_POOL_SIZE": "4",
         "DATABASE_MAX_OVERFLOW": "4",
+        "WORKER_CONCURRENCY": "2",
         **env,
     }
     with log.open("ab") as out:
