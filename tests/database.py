@@ -31,6 +31,7 @@ TABLES = (
     "email_tokens",
     "outbox_messages",
     "oauth_clients",
+    "client_assertions",
     "revoked_tokens",
     "sessions",
     "mfa_challenges",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import msgspec
 import pyotp
 import pytest
@@ -509,3 +511,40 @@ async def test_every_write_is_in_the_table(client: Client) -> None:
         if method in {"post", "put", "patch", "delete"}
     }
     assert writes == set(WRITES) | QUEUE_WRITES | READS_BY_POST
+
+
+CLIENT_KEY = Ed25519PrivateKey.generate()
+
+
+@pytest.mark.parametrize(("fault", "status"), [("commit", 500), ("kill", 503)])
+async def test_a_private_key_jwt_grant_whose_jti_cannot_be_spent_gets_no_token_and_spends_nothing(  # noqa: PLR0917
+    client: Client, world: World, faulty_database: str, settings: Settings, fault: str, status: int
+) -> None:
+    """The grant's one write is the assertion's jti, committed on its own: when that fails, no token is given, the
+    jti is not kept, and the same assertion works once the database does."""
+    public = b64url(CLIENT_KEY.public_key().public_bytes_raw())
+    registered = await client.put(
+        f"/api/v1/oauth-clients/{world.client_id}/jwks",
+        json={"keys": [{"kty": "OKP", "crv": "Ed25519", "x": public}]},
+        headers=world.admin,
+    )
+    assert registered.status_code == 200, registered.text
+    now = int(time.time())
+    claims = {"iss": world.client_id, "sub": world.client_id, "aud": settings.issuer, "exp": now + 60}
+    assertion = jwt.encode(claims | {"jti": str(uuid.uuid4()), "iat": now}, CLIENT_KEY, algorithm="EdDSA")
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    before = await snapshot(faulty_database)
+    await set_fault(faulty_database, fault)
+
+    response = await client.post("/api/v1/auth/token", data=form)
+
+    assert response.status_code == status, response.text
+    assert "access_token" not in response.text
+    assert await snapshot(faulty_database) == before
+    await set_fault(faulty_database, "off")
+    granted = await client.post("/api/v1/auth/token", data=form)
+    assert granted.status_code == 200, granted.text
