@@ -89,7 +89,7 @@ from accounts.jobs.services import Jobs
 from accounts.mail.jobs import enqueue_email
 from accounts.passkeys.schemas import PasskeyOptions
 from accounts.users.schemas import UserCreate, UserRead
-from accounts.users.services import UserService, to_read
+from accounts.users.services import UserService
 
 NO_STORE = CacheControlHeader(no_store=True)
 
@@ -450,8 +450,7 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[RegisterRequest],
     ) -> Response[UserRead]:
-        created, outbox_id = await emails.sign_up(UserCreate(**msgspec.structs.asdict(data)))
-        user = to_read(created)
+        user, outbox_id = await emails.sign_up(UserCreate(**msgspec.structs.asdict(data)))
         headers = {"Location": request.app.route_reverse("getUser", user_id=str(user.id)), "ETag": etag(user.version)}
         # Enqueued after the response, hence after the commit: the worker always finds the message.
         return NegotiatedResponse(

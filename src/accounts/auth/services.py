@@ -53,7 +53,7 @@ from accounts.passkeys.schemas import AuthenticationResponseJSON
 from accounts.passkeys.services import PasskeyRejected, PasskeyService
 from accounts.users.models import User
 from accounts.users.repository import LoginCandidate
-from accounts.users.schemas import UserCreate
+from accounts.users.schemas import UserCreate, UserRead
 from accounts.users.services import UserService, normalise_email
 
 WRONG_CREDENTIALS = "The username or password is wrong."
@@ -589,7 +589,7 @@ class AccountEmails:
         self.credentials = credentials
         self.limits = limits
 
-    async def sign_up(self, data: UserCreate) -> tuple[User, UUID]:
+    async def sign_up(self, data: UserCreate) -> tuple[UserRead, UUID]:
         """A new user and the e-mail that verifies their address, in one transaction: both or neither (unless
         REGISTRATION_ENABLED is off). Returns the user and the outbox message's id."""
         if not self.settings.registration_enabled:
@@ -597,7 +597,7 @@ class AccountEmails:
         user = await self.users.create(self.session, data)
         return user, await self.send_verification(user)
 
-    async def send_verification(self, user: User) -> UUID:
+    async def send_verification(self, user: User | UserRead) -> UUID:
         """Write the verification e-mail of `user`'s address; returns the outbox message's id."""
         token = new_email_token()
         expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.email_verification_ttl)

@@ -23,11 +23,11 @@ from uuid import UUID
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from accounts.core.db import PRIMARY
+from accounts.core.db import driver_connection
 from accounts.core.errors import FieldError, InvalidInput
 from accounts.events.context import current_actor, current_request_id
 from accounts.events.schemas import (
@@ -182,9 +182,6 @@ def _values(
     )
 
 
-_ON_PRIMARY = text("SELECT 1").execution_options(bind_group=PRIMARY)
-
-
 async def record(
     session: AsyncSession,
     type_: str,
@@ -199,17 +196,19 @@ async def record(
     JSON-encodable and never hold a password, hash, token or secret."""
     if not _recording:
         return
-    # Straight on the session's asyncpg connection, in its transaction: a prepared statement, no ORM or
-    # compilation (make bench scenario 11: a third of a create's cost through session.execute).
-    # On the primary whatever the session did so far (with replicas, a session that has only read is routed to one).
-    bound = await session.connection(bind_arguments={"clause": _ON_PRIMARY})
-    connection = (await bound.get_raw_connection()).driver_connection
-    assert connection is not None  # noqa: S101 - a live session's connection always has its driver's
     values = _values(type_, subject, data, actor)
-    if announcer() is None or not values[-1]:
-        await connection.execute(_INSERT_NOTIFYING if values[-1] else _INSERT, *values)
-        return
-    session.info[_XID] = await connection.fetchval(f"{_INSERT} RETURNING xid", *values)  # announced on commit
+    async with driver_connection(session) as connection:
+        if announcer() is None or not values[-1]:
+            await connection.execute(_INSERT_NOTIFYING if values[-1] else _INSERT, *values)
+            return
+        xid = await connection.fetchval(f"{_INSERT} RETURNING xid", *values)
+    announce_on_commit(session, xid)
+
+
+def announce_on_commit(session: AsyncSession, xid: int) -> None:
+    """Announce the feed events that transaction `xid` (the session's) wrote once the session commits, through the
+    running loop's announcer; nothing if it rolls back."""
+    session.info[_XID] = xid
 
 
 async def record_on(

@@ -72,7 +72,7 @@ from accounts.users.schemas import (
     UserSort,
     UserUpdate,
 )
-from accounts.users.services import UserService, to_read
+from accounts.users.services import UserService
 
 # Declared `str` in the path so a malformed id is a 400 naming the parameter, not an unmatched route (404).
 UserId = Annotated[UUID, Parameter(description="The user's id (a UUID).")]
@@ -164,7 +164,7 @@ class UserController(Controller):
         request: AuthenticatedRequest,
         data: JSONBody[UserCreate],
     ) -> Response[UserRead]:
-        user = to_read(await users.create(db_session, data))
+        user = await users.create(db_session, data)
         headers = {"Location": request.app.route_reverse("getUser", user_id=str(user.id)), "ETag": etag(user.version)}
         return NegotiatedResponse(user, status_code=201, headers=headers)
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import asyncpg
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from uuid_utils.compat import uuid7
 
-from accounts.core.db import PRIMARY
-from accounts.events.services import CHANNEL, announcer
+from accounts.core.db import PRIMARY, driver_connection
+from accounts.events.services import CHANNEL, announce_on_commit, announcer
 from accounts.users.models import User
 from accounts.users.schemas import UserExportQuery, UserListQuery, UserPage, UserRead
 
@@ -29,6 +30,12 @@ EventActor = tuple[str, str | None, str | None]
 """(actor_type, actor_id, request_id) of the events a statement writes (accounts.events.services.actor_values)."""
 # What a statement writing events ends with: its xid, which the worker announces after the commit, or (in a
 # process without an announcer) the notification itself, sent on commit.
+# The `data` of `user.created`: what identifies and describes the user, never the password hash.
+_CREATED_DATA = (
+    "jsonb_build_object("
+    + ", ".join(f"'{name}', {name}" for name in ("email", "username", "full_name", "is_active", "is_superuser"))
+    + ")"
+)
 _XID = "pg_current_xact_id()::text::bigint AS event_xid"
 _NOTIFYING = f"pg_notify('{CHANNEL}', pg_current_xact_id()::text) AS event_xid"
 _BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
@@ -190,8 +197,29 @@ class UserRepository:
     # --- on the caller's session, in its transaction ---------------------------------------------
 
     @staticmethod
-    async def insert(session: AsyncSession, values: dict[str, Any]) -> User:
-        return await UserRows(session=session).add(User(**values))
+    async def insert(session: AsyncSession, values: dict[str, Any], events: EventActor | None = None) -> UserRead:
+        """A new user, in the session's transaction, in one statement on its connection; with `events`, the same
+        statement records `user.created` (announced when the session commits)."""
+        columns = ["id", *values]  # names from UserCreate's fields and the service, never from the request
+        placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        statement = (
+            f"INSERT INTO users ({', '.join(columns)}, created_at, updated_at)"  # noqa: S608 - values as $n
+            f" VALUES ({placeholders}, now(), now()) RETURNING {_COLUMNS}"
+        )
+        announce = announcer()
+        if events is not None:
+            actor = f"${len(columns) + 1}, ${len(columns) + 2}, ${len(columns) + 3}"
+            statement = (
+                f"WITH inserted AS ({statement}), recorded AS ({_EVENT}"  # noqa: S608 - fixed fragments
+                f" SELECT 'user.created', 'user', id::text, {actor}, {_CREATED_DATA} FROM inserted)"
+                f" SELECT {_COLUMNS}, {_XID if announce else _NOTIFYING} FROM inserted"
+            )
+        async with driver_connection(session) as connection:
+            record = await connection.fetchrow(statement, uuid7(), *values.values(), *(events or ()))
+        record = cast("asyncpg.Record", record)  # an INSERT ... RETURNING with no conflict clause returns its row
+        if events is not None and announce is not None:
+            announce_on_commit(session, record["event_xid"])
+        return UserRead(**{name: record[name] for name in UserRead.__struct_fields__})
 
     @staticmethod
     async def lock(session: AsyncSession, user_id: UUID) -> User | None:

@@ -61,7 +61,7 @@ class UserService:
         self.repository = repository
         self.on_credentials_changed = on_credentials_changed
 
-    async def create(self, session: AsyncSession, data: UserCreate, *, admin: bool = False) -> User:
+    async def create(self, session: AsyncSession, data: UserCreate, *, admin: bool = False) -> UserRead:
         """A new user, in the session's transaction (committed with the rest of the request); a password that is
         easy to guess (`refuse_weak_password`) is refused before anything is hashed or written."""
         values = schema_dump(data)
@@ -71,9 +71,8 @@ class UserService:
                 "password", password, email=values["email"], username=data.username, full_name=data.full_name
             )
             values["hashed_password"] = await hash_password(password)
-        user = await self.repository.insert(session, values | {"is_superuser": admin})
-        await record(session, "user.created", Subject("user", user.id), created_data(user))
-        return user
+        values["is_superuser"] = admin
+        return await self.repository.insert(session, values, actor_values() if recording() else None)
 
     async def get(self, user_id: UUID, *, primary: bool = False) -> UserRead:
         user = await self.repository.get(user_id, primary=primary)
@@ -206,22 +205,6 @@ def _normalised_filters(query: FilteredQuery) -> FilteredQuery:
         email=normalise_email(query.email) if query.email is not None else None,
         q=query.q.lower() if query.q else query.q,
     )
-
-
-def created_data(user: User) -> dict[str, Any]:
-    """The `data` of a user's `user.created`: what identifies and describes them, never the password hash."""
-    return {
-        "email": user.email,
-        "username": user.username,
-        "full_name": user.full_name,
-        "is_active": user.is_active,
-        "is_superuser": user.is_superuser,
-    }
-
-
-def to_read(user: User) -> UserRead:
-    """The wire form of a user row."""
-    return msgspec.convert(user, UserRead, from_attributes=True)
 
 
 _STAGED_COLUMNS = ("line", "id", "email", "username", "full_name", "bio", "hashed_password")
