@@ -13,7 +13,6 @@ from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 import asyncpg
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from uuid_utils.compat import uuid7
@@ -28,14 +27,14 @@ _USERS_COLUMNS = ", ".join(f"users.{name}" for name in UserRead.__struct_fields_
 _EVENT = "INSERT INTO events (type, subject_type, subject_id, actor_type, actor_id, request_id, data)"
 EventActor = tuple[str, str | None, str | None]
 """(actor_type, actor_id, request_id) of the events a statement writes (accounts.events.services.actor_values)."""
-# What a statement writing events ends with: its xid, which the worker announces after the commit, or (in a
-# process without an announcer) the notification itself, sent on commit.
 # The `data` of `user.created`: what identifies and describes the user, never the password hash.
 _CREATED_DATA = (
     "jsonb_build_object("
     + ", ".join(f"'{name}', {name}" for name in ("email", "username", "full_name", "is_active", "is_superuser"))
     + ")"
 )
+# What a statement writing events ends with: its xid, which the worker announces after the commit, or (in a
+# process without an announcer) the notification itself, sent on commit.
 _XID = "pg_current_xact_id()::text::bigint AS event_xid"
 _NOTIFYING = f"pg_notify('{CHANNEL}', pg_current_xact_id()::text) AS event_xid"
 _BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"  # noqa: S608 - no value in it
@@ -69,12 +68,6 @@ _ORDER = {
     "username": "username",
     "-username": "username DESC",
 }
-
-
-class UserRows(SQLAlchemyAsyncRepository[User]):
-    """The ORM's view of `users`, on one session."""
-
-    model_type = User
 
 
 class UserRepository:
