@@ -65,9 +65,9 @@ def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
     """The queue on Redis (REDIS_URL) or on the app's PostgreSQL; `pool_size` bounds its connections.
     Only the backend in use is imported: the other's client library would cost every process ~12 MB."""
     if settings.redis_url:
-        from saq.queue.redis import RedisQueue  # noqa: PLC0415
+        from accounts.jobs.redis_queue import RedisJobQueue  # noqa: PLC0415
 
-        return RedisQueue.from_url(settings.redis_url, name=settings.queue_name, swept_error_message=WORKER_STOPPED)
+        return RedisJobQueue.from_url(settings.redis_url, name=settings.queue_name, swept_error_message=WORKER_STOPPED)
     from saq.queue.postgres import PostgresQueue  # noqa: PLC0415
 
     # LISTEN/NOTIFY and advisory locks need a session of their own: never through PgBouncer.
