@@ -170,6 +170,9 @@ class Figure(msgspec.Struct, kw_only=True):
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    cpu_us: float = 0.0
+    """CPU time the server's processes spent per request (user and system, all workers): unlike req/s, not moved
+    by what wrk and PostgreSQL take of the shared cores."""
     non_2xx_statuses: dict[str, int] = msgspec.field(default_factory=dict)
     """Accounts only (from its /metrics): the non-2xx answers of the measured runs by status."""
 
@@ -316,9 +319,10 @@ class Bench:
         for _ in range(self.args.runs):
             for server in targets:
                 server_env = server.env_for(scenario, env)
-                runs[server.target].append(
-                    _wrk(server.base, server_env, duration=self.args.duration, connections=self.args.connections)
-                )
+                before = _cpu_seconds(server.process.pid)
+                result = _wrk(server.base, server_env, duration=self.args.duration, connections=self.args.connections)
+                result["cpu_us"] = round((_cpu_seconds(server.process.pid) - before) * 1e6)
+                runs[server.target].append(result)
         figures = {target: _median(results) for target, results in runs.items()}
         for server in targets:
             after = _non_2xx_answers(server)
@@ -351,8 +355,15 @@ class Server:
             self.process.kill()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of the process and its children (a server's workers) so far."""
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
 def _median(runs: list[dict[str, int]]) -> Figure:
     return Figure(
+        cpu_us=round(statistics.median(r.get("cpu_us", 0) / max(r["requests"], 1) for r in runs), 1),
         rps=round(statistics.median(r["requests"] / (r["duration_us"] / 1e6) for r in runs), 1),
         p50_ms=round(statistics.median(r["p50_us"] for r in runs) / 1000, 2),
         p99_ms=round(statistics.median(r["p99_us"] for r in runs) / 1000, 2),
@@ -540,8 +551,8 @@ def render(report: Report) -> str:
         + " (Accounts hashes with libsodium, the peer with argon2-cffi).",
         "",
         "| scenario | Accounts req/s | p50 ms | p99 ms | ceiling req/s | peer req/s | peer p99 ms "
-        "| x ceiling | x peer | p99 / peer p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| x ceiling | x peer | p99 / peer p99 | CPU us/req: Accounts, ceiling, peer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in SCENARIOS:
         own = accounts.scenarios.get(scenario.name) if accounts else None
@@ -553,7 +564,8 @@ def render(report: Report) -> str:
             f"| {scenario.name} | {own.rps:.0f} | {own.p50_ms} | {own.p99_ms} | {top.rps if top else 0:.0f} "
             f"| {other.rps if other else 0:.0f} | {other.p99_ms if other else '-'} "
             f"| {_ratio(own.rps, top.rps if top else 0)} | {_ratio(own.rps, other.rps if other else 0)} "
-            f"| {_ratio(own.p99_ms, other.p99_ms if other else 0)} |"
+            f"| {_ratio(own.p99_ms, other.p99_ms if other else 0)} "
+            f"| {', '.join(f'{figure.cpu_us:.0f}' if figure else '-' for figure in (own, top, other))} |"
         )
     unanswered = [
         f"{name}: " + ", ".join(f"{count} x {status}" for status, count in sorted(figure.non_2xx_statuses.items()))
@@ -638,7 +650,8 @@ def main() -> None:
                     continue
                 for target, figure in bench.measure(servers, scenario).items():
                     print(
-                        f"  {target:8} {scenario.name:48} {figure.rps:9.0f} req/s  p99 {figure.p99_ms:7.1f} ms",
+                        f"  {target:8} {scenario.name:48} {figure.rps:9.0f} req/s  p99 {figure.p99_ms:7.1f} ms"
+                        f"  CPU {figure.cpu_us:6.0f} us/req",
                         flush=True,
                     )
                     report.servers.setdefault(

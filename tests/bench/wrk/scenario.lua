@@ -1,7 +1,7 @@
 -- One wrk script for every scenario, steered by environment variables:
 --   BENCH_METHOD, BENCH_PATH (a "{id}" in it takes a random id from BENCH_IDS_FILE), BENCH_TOKEN,
---   BENCH_AUTHORIZATION (a whole Authorization header, instead of the token's), BENCH_BODY (or a random line of
---   BENCH_BODIES_FILE per request), BENCH_CONTENT_TYPE and BENCH_ACCEPT.
+--   BENCH_AUTHORIZATION (a whole Authorization header, instead of the token's), BENCH_BODY (a "{n}" in it takes a
+--   random number per request; or a random line of BENCH_BODIES_FILE per request), BENCH_CONTENT_TYPE and BENCH_ACCEPT.
 --   done() prints one JSON line the runner reads.
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
@@ -33,6 +33,9 @@ function request()
   local target = path
   if #ids > 0 then target = path:gsub("{id}", ids[math.random(#ids)]) end
   if #bodies > 0 then return wrk.format(method, target, nil, bodies[math.random(#bodies)]) end
+  if body and body:find("{n}", 1, true) then
+    return wrk.format(method, target, nil, (body:gsub("{n}", tostring(math.random(1e9)))))
+  end
   return wrk.format(method, target, nil, body)
 end
 
