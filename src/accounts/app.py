@@ -28,12 +28,13 @@ from accounts.auth.controllers import (
     SessionController,
 )
 from accounts.auth.keys import SigningKeys
+from accounts.auth.services import ClientCredentialsGrant
 from accounts.auth.tokens import AccessTokens
 from accounts.cli import AccountsCLIPlugin
 from accounts.clients import schemas as clients_schemas
 from accounts.clients.controllers import OAuthClientController
 from accounts.config import Settings
-from accounts.core.db import request_transactions, sqlalchemy_config
+from accounts.core.db import RequestTransactions, session_dependency, sqlalchemy_config
 from accounts.core.errors import exception_handlers
 from accounts.core.http.bodies import BodyRequest, check_input, with_body_deadline
 from accounts.core.http.idempotency import IdempotencyKeys
@@ -197,10 +198,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "settings": settings,
                 "tokens": tokens,
                 "credentials": credentials,
+                "client_credentials": ClientCredentialsGrant(tokens, credentials),
+                "transactions": RequestTransactions(database),
                 "sealer": SecretSealer.from_settings(settings),
             }
         ),
-        dependencies={"db_session": request_transactions(database), **{name: _from_state(name) for name in SHARED}},
+        dependencies={"db_session": session_dependency(), **{name: _from_state(name) for name in SHARED}},
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
         openapi_config=openapi_config(),

@@ -53,6 +53,7 @@ from accounts.auth.services import (
     AccountEmails,
     ApiKeyService,
     AuthService,
+    ClientCredentialsGrant,
     Device,
     InvalidClient,
     MfaChallengeIssued,
@@ -63,6 +64,7 @@ from accounts.auth.sessions import SessionService
 from accounts.auth.tokens import ALGORITHM, AccessTokens
 from accounts.clients.keys import ASSERTION_ALGORITHMS
 from accounts.config import Settings
+from accounts.core.db import transaction
 from accounts.core.errors import (
     FieldError,
     Forbidden,
@@ -182,13 +184,14 @@ def client_credentials(request: Request[Any, Any, Any], form_id: str, form_secre
 
 
 async def authenticated_client(
-    auth: AuthService, request: Request[Any, Any, Any], form: TokenRequest | TokenIntrospectionRequest
+    request: Request[Any, Any, Any], form: TokenRequest | TokenIntrospectionRequest
 ) -> ClientState | None:
     """The service client the request authenticates, by one method (RFC 6749 section 2.3): its secret (HTTP Basic or
     the form) or a `private_key_jwt` assertion (RFC 7523 section 2.2); None when it authenticates none."""
+    grant: ClientCredentialsGrant = request.app.state.client_credentials
     secret = client_credentials(request, form.client_id, form.client_secret)
     if not (form.client_assertion or form.client_assertion_type):
-        return await auth.authenticate_client(*secret) if secret is not None else None
+        return await grant.authenticate(*secret) if secret is not None else None
     if secret is not None:
         raise InvalidInput("Authenticate the client one way: its secret (HTTP Basic or form) or a client_assertion.")
     for field in ("client_assertion_type", "client_assertion"):
@@ -200,13 +203,32 @@ async def authenticated_client(
     # The issuer or the token endpoint (RFC 7523 section 3, OpenID Connect Core section 9); also the URL it was sent
     # to, authlib's default audience.
     routes = {"createToken", request.route_handler.name or "createToken"}
-    audiences = sorted({auth.settings.issuer, *(endpoint_url(auth.settings, request, route) for route in routes)})
-    return await auth.authenticate_client_assertion(form.client_assertion, form.client_id, audiences)
+    settings: Settings = request.app.state.settings
+    audiences = sorted({settings.issuer, *(endpoint_url(settings, request, route) for route in routes)})
+    return await grant.authenticate_assertion(form.client_assertion, form.client_id, audiences)
 
 
 def endpoint_url(settings: Settings, request: Request[Any, Any, Any], route: str) -> str:
     """The URL of the operation `route` under PUBLIC_URL, as the discovery documents name it."""
     return settings.public_url.rstrip("/") + request.app.route_reverse(route)
+
+
+async def user_grant(auth: AuthService, request: Request[Any, Any, Any], data: TokenRequest) -> Response[Any]:
+    """The token endpoint's grants of users' tokens: password, refresh token, and the second step of a login."""
+    if data.grant_type == "refresh_token":
+        pair = await auth.refresh(required(data, "refresh_token"))
+        return Response(TokenResponse(**msgspec.structs.asdict(pair)))
+    if data.grant_type == "password":
+        login = await auth.login(required(data, "username"), required(data, "password"), device(request))
+        return signed_in(request, login)
+    if data.grant_type in {MFA_OTP, MFA_RECOVERY_CODE}:
+        method, field = ("otp", "otp") if data.grant_type == MFA_OTP else ("recovery_code", "recovery_code")
+        login = await auth.complete_login(required(data, "mfa_token"), method, required(data, field), device(request))
+        return signed_in(request, login)
+    raise UnsupportedGrantType(
+        f"grant_type: {data.grant_type!r} is not one of {', '.join(GRANT_TYPES)}",
+        errors=[FieldError(field="grant_type", message=f"expected one of {', '.join(GRANT_TYPES)}")],
+    )
 
 
 class AuthController(Controller):
@@ -248,33 +270,19 @@ class AuthController(Controller):
     )
     async def create_token(
         self,
-        auth: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
         data: Annotated[TokenRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[TokenResponse]:
-        if data.grant_type == "client_credentials":
-            client = await authenticated_client(auth, request, data)
+        if data.grant_type == "client_credentials":  # no database: no session to make
+            client = await authenticated_client(request, data)
             if client is None:
                 raise InvalidClient(
                     "Authenticate the client: HTTP Basic, client_id and client_secret, or a client_assertion."
                 )
-            return Response(auth.grant_client(client, data.scope))
-        if data.grant_type == "refresh_token":
-            pair = await auth.refresh(required(data, "refresh_token"))
-            return Response(TokenResponse(**msgspec.structs.asdict(pair)))
-        if data.grant_type == "password":
-            login = await auth.login(required(data, "username"), required(data, "password"), device(request))
-            return signed_in(request, login)
-        if data.grant_type in {MFA_OTP, MFA_RECOVERY_CODE}:
-            method, field = ("otp", "otp") if data.grant_type == MFA_OTP else ("recovery_code", "recovery_code")
-            login = await auth.complete_login(
-                required(data, "mfa_token"), method, required(data, field), device(request)
-            )
-            return signed_in(request, login)
-        raise UnsupportedGrantType(
-            f"grant_type: {data.grant_type!r} is not one of {', '.join(GRANT_TYPES)}",
-            errors=[FieldError(field="grant_type", message=f"expected one of {', '.join(GRANT_TYPES)}")],
-        )
+            grant: ClientCredentialsGrant = request.app.state.client_credentials
+            return Response(grant.grant(client, data.scope))
+        async with transaction(request) as session:
+            return await user_grant(provide_auth_service(session, request.app.state), request, data)
 
     @post(
         "/passkey/options",
@@ -337,7 +345,7 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[TokenIntrospectionRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> TokenIntrospection:
-        client = await authenticated_client(auth, request, data)
+        client = await authenticated_client(request, data)
         if client is not None:
             scopes = client.scopes
         elif request.headers.get("authorization") or request.headers.get("x-api-key"):
@@ -371,7 +379,7 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: Annotated[TokenRevocationRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> ASGIResponse:
-        await auth.revoke(data.token, await authenticated_client(auth, request, data))
+        await auth.revoke(data.token, await authenticated_client(request, data))
         return ASGIResponse(status_code=200, headers={"Cache-Control": "no-store"})
 
     @get(

@@ -159,6 +159,68 @@ _SECOND_FACTORS = (
 )
 
 
+class ClientCredentialsGrant:
+    """Service clients at the token endpoint: their authentication, by secret or `private_key_jwt` assertion (also
+    at introspection and revocation), and the client-credentials grant. No database session: the clients come from
+    the credential cache, so one object serves every request of a worker."""
+
+    def __init__(self, tokens: AccessTokens, credentials: CredentialCache) -> None:
+        self.tokens = tokens
+        self.credentials = credentials
+
+    async def authenticate(self, client_id: str, secret: str) -> ClientState:
+        """The service client with this id and (current, or previous within its overlap) secret."""
+        try:
+            client = await self.credentials.client(UUID(client_id))
+        except ValueError:
+            client = None
+        if client is None or not client.accepts(secret):
+            raise InvalidClient(WRONG_CLIENT)
+        return client
+
+    async def authenticate_assertion(self, assertion: str, client_id: str, audiences: Sequence[str]) -> ClientState:
+        """The service client a `private_key_jwt` assertion (RFC 7523) authenticates, if its signature, claims and
+        jti check out: each assertion works once (`client_id`, when sent, must be the assertion's client)."""
+        try:
+            return await self._asserted_client(assertion, client_id, audiences)
+        except AssertionRefused as exc:
+            raise InvalidClient(str(exc)) from None
+
+    async def _asserted_client(self, assertion: str, client_id: str, audiences: Sequence[str]) -> ClientState:
+        claimed = claimed_client(assertion)
+        if client_id and client_id != claimed:
+            raise AssertionRefused("client_id: not the client of the client_assertion (its sub)")
+        try:
+            client = await self.credentials.client(UUID(claimed))
+        except ValueError:
+            client = None
+        if client is None:
+            raise AssertionRefused("client_assertion: no client has this id (its sub), or it was deleted")
+        verified = verify_assertion(assertion, client, audiences)
+        expires = datetime.fromtimestamp(verified.exp + LEEWAY_SECONDS, UTC)
+        if not await self.credentials.spend_assertion(client.id, verified.jti, expires):
+            raise AssertionRefused("client_assertion: its jti was used already; sign a new assertion for each request")
+        return client
+
+    def grant(self, client: ClientState, scope: str) -> TokenResponse:
+        """The client-credentials grant (RFC 6749 section 4.4): an access token for the client itself, with the
+        scopes asked for (all of the client's when none are), and no refresh token. No database is involved."""
+        requested = frozenset(scope.split()) if scope.strip() else client.scopes
+        if not requested <= client.scopes:
+            refused = " ".join(sorted(requested - client.scopes))
+            raise InvalidScope(
+                f"scope: the client may not ask for {refused}",
+                errors=[FieldError(field="scope", message=f"not allowed for this client: {refused}")],
+            )
+        granted = sorted(requested)
+        return TokenResponse(
+            access_token=self.tokens.issue_for_client(client.id, granted),
+            token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
+            expires_in=self.tokens.ttl,
+            scope=" ".join(granted),
+        )
+
+
 class AuthService:
     """Sign-in and the lifecycle of a user's tokens."""
 
@@ -368,60 +430,6 @@ class AuthService:
             token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
             expires_in=self.tokens.ttl,
             refresh_token=refresh_token,
-        )
-
-    async def authenticate_client(self, client_id: str, secret: str) -> ClientState:
-        """The service client with this id and (current, or previous within its overlap) secret."""
-        try:
-            client = await self.credentials.client(UUID(client_id))
-        except ValueError:
-            client = None
-        if client is None or not client.accepts(secret):
-            raise InvalidClient(WRONG_CLIENT)
-        return client
-
-    async def authenticate_client_assertion(
-        self, assertion: str, client_id: str, audiences: Sequence[str]
-    ) -> ClientState:
-        """The service client a `private_key_jwt` assertion (RFC 7523) authenticates, if its signature, claims and
-        jti check out: each assertion works once (`client_id`, when sent, must be the assertion's client)."""
-        try:
-            return await self._asserted_client(assertion, client_id, audiences)
-        except AssertionRefused as exc:
-            raise InvalidClient(str(exc)) from None
-
-    async def _asserted_client(self, assertion: str, client_id: str, audiences: Sequence[str]) -> ClientState:
-        claimed = claimed_client(assertion)
-        if client_id and client_id != claimed:
-            raise AssertionRefused("client_id: not the client of the client_assertion (its sub)")
-        try:
-            client = await self.credentials.client(UUID(claimed))
-        except ValueError:
-            client = None
-        if client is None:
-            raise AssertionRefused("client_assertion: no client has this id (its sub), or it was deleted")
-        verified = verify_assertion(assertion, client, audiences)
-        expires = datetime.fromtimestamp(verified.exp + LEEWAY_SECONDS, UTC)
-        if not await self.credentials.spend_assertion(client.id, verified.jti, expires):
-            raise AssertionRefused("client_assertion: its jti was used already; sign a new assertion for each request")
-        return client
-
-    def grant_client(self, client: ClientState, scope: str) -> TokenResponse:
-        """The client-credentials grant (RFC 6749 section 4.4): an access token for the client itself, with the
-        scopes asked for (all of the client's when none are), and no refresh token. No database is involved."""
-        requested = frozenset(scope.split()) if scope.strip() else client.scopes
-        if not requested <= client.scopes:
-            refused = " ".join(sorted(requested - client.scopes))
-            raise InvalidScope(
-                f"scope: the client may not ask for {refused}",
-                errors=[FieldError(field="scope", message=f"not allowed for this client: {refused}")],
-            )
-        granted = sorted(requested)
-        return TokenResponse(
-            access_token=self.tokens.issue_for_client(client.id, granted),
-            token_type="Bearer",  # noqa: S106 - the OAuth token type, not a secret
-            expires_in=self.tokens.ttl,
-            scope=" ".join(granted),
         )
 
     async def introspect(self, token: str) -> TokenIntrospection:
