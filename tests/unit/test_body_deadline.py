@@ -18,7 +18,7 @@ BODY = {"type": "http.request", "body": b'{"bio": "x"}', "more_body": False}
 SCOPE: dict[str, Any] = {"type": "http"}
 
 
-async def read_body(scope: Any, receive: Any, send: Any) -> None:  # noqa: ARG001 - the ASGI signature
+async def read_body(scope: Any, receive: Any, send: Any) -> None:
     await receive()
 
 
