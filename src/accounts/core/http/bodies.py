@@ -155,7 +155,7 @@ class _Deadlines:
         """`receive()`, or BodyTimeout when nothing came for `seconds`."""
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - an ASGI app runs in a task
-        loop = asyncio.get_running_loop()
+        loop = task.get_loop()  # not get_running_loop() again: it asks the kernel for the pid each time
         cancelling = task.cancelling()
         self._waiting[task] = loop.time() + self.seconds
         if self._ticking_on is not loop:
