@@ -54,6 +54,10 @@ class WriteCostFigure(msgspec.Struct, kw_only=True):
     with_events_p99_ms: float
     without_events_p99_ms: float
     non_2xx: int
+    cpu_us: tuple[float, float] = (0.0, 0.0)
+    """The server's CPU per request, with events and without."""
+    database_cpu_us: tuple[float, float] = (0.0, 0.0)
+    """PostgreSQL's CPU per request (all its processes), with events and without."""
 
 
 class FeedFigure(msgspec.Struct, kw_only=True):
@@ -93,7 +97,7 @@ def _create_bodies(path: Path, tag: str) -> None:
 
 
 def measure_write_cost(bench: Bench) -> list[WriteCostFigure]:
-    from tests.bench.run import SCENARIOS, Scenario, _median, _wrk  # noqa: PLC0415 - run imports this module
+    from tests.bench.run import SCENARIOS, Scenario, _cpu_seconds, _median, _wrk  # noqa: PLC0415 - run imports this
 
     # Scenario 4's PATCH, with a new bio each time: with the same bio, only a user's first PATCH changes anything,
     # and an unchanged user records no event.
@@ -115,7 +119,10 @@ def measure_write_cost(bench: Bench) -> list[WriteCostFigure]:
                     env = _wrk_env(bench, server, scenario, f"{run}{int(enabled)}")
                     if run == 0:
                         _wrk(server.base, env, duration=2, connections=bench.args.connections)
+                    before = _cpu_seconds(server.process.pid), _database_cpu_seconds()
                     result = _wrk(server.base, env, duration=bench.args.duration, connections=bench.args.connections)
+                    result["cpu_us"] = round((_cpu_seconds(server.process.pid) - before[0]) * 1e6)
+                    result["database_cpu_us"] = round((_database_cpu_seconds() - before[1]) * 1e6)
                     runs.setdefault((scenario.name, enabled), []).append(result)
             finally:
                 server.stop()
@@ -131,9 +138,23 @@ def measure_write_cost(bench: Bench) -> list[WriteCostFigure]:
                 with_events_p99_ms=with_events.p99_ms,
                 without_events_p99_ms=without.p99_ms,
                 non_2xx=with_events.non_2xx + without.non_2xx,
+                cpu_us=(with_events.cpu_us, without.cpu_us),
+                database_cpu_us=tuple(  # type: ignore[arg-type]
+                    round(statistics.median(r["database_cpu_us"] / max(r["requests"], 1) for r in runs[key]), 1)
+                    for key in ((scenario.name, True), (scenario.name, False))
+                ),
             )
         )
     return figures
+
+
+def _database_cpu_seconds() -> float:
+    """User and system CPU seconds so far of the local PostgreSQL's processes (0 when they cannot be read)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in {"postgres", "postmaster"} and process.info["cpu_times"] is not None:
+            total += sum(process.info["cpu_times"][:2])
+    return total
 
 
 def _start(bench: Bench, extra: dict[str, str]) -> Server:
@@ -379,12 +400,14 @@ def render(figures: EventFigures | None) -> str:
     lines = ["", "Events (scenarios 11-13):", ""]
     if figures.write_cost:
         lines += [
-            "| writes | with events req/s | without req/s | ratio (target >= 0.90) | p99 ms with / without |",
-            "|---|---|---|---|---|",
+            "| writes | with events req/s | without req/s | ratio (target >= 0.90) | p99 ms with / without "
+            "| server CPU us/req with / without | PostgreSQL CPU us/req with / without |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {f.scenario} | {f.with_events_rps:.0f} | {f.without_events_rps:.0f} | {f.ratio:.2f} |"
-            f" {f.with_events_p99_ms} / {f.without_events_p99_ms} |"
+            f" {f.with_events_p99_ms} / {f.without_events_p99_ms} | {f.cpu_us[0]:.0f} / {f.cpu_us[1]:.0f} |"
+            f" {f.database_cpu_us[0]:.0f} / {f.database_cpu_us[1]:.0f} |"
             for f in figures.write_cost
         ]
     if (feed := figures.feed) is not None:
