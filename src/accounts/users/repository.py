@@ -7,6 +7,7 @@ Values arrive normalised (accounts.users.services): this module only runs statem
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
@@ -112,21 +113,13 @@ class UserRepository:
 
         With `events`, the same statement records `user.updated` with the fields whose value changed (none: no
         event), and `user.deactivated` or `user.reactivated` when is_active changed: one round trip, one commit."""
-        # Column names come from the Struct's fields, never from the request; values are $n parameters.
-        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=2))
-        condition = "" if versions is None else f" AND version = ANY(${len(changes) + 2}::int[])"
         values = [user_id, *changes.values(), *([] if versions is None else [versions])]
         if events is None:
-            statement = (
-                f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1{condition} RETURNING {_COLUMNS}"  # noqa: S608
-            )
-            record = await self.pool.fetchrow(statement, *values)
+            record = await self.pool.fetchrow(_update(tuple(changes), versioned=versions is not None), *values)
             return None if record is None else UserRead(**record)
         announce = announcer()
-        ending = _XID if announce else _NOTIFYING
-        record = await self.pool.fetchrow(
-            _update_with_events(changes, assignments, condition, len(values), ending), *values, *events
-        )
+        statement = _update_with_events(tuple(changes), versioned=versions is not None, announced=announce is not None)
+        record = await self.pool.fetchrow(statement, *values, *events)
         if record is None:
             return None
         if announce is not None:
@@ -240,30 +233,48 @@ class UserRepository:
         ).scalar_one_or_none()
 
 
-def _update_with_events(changes: dict[str, Any], assignments: str, condition: str, count: int, ending: str) -> str:
+def _assignments(names: tuple[str, ...], *, versioned: bool) -> tuple[str, str]:
+    """The SET list of an update of `names` ($2 on; $1 is the id) and its version condition (the $n after them)."""
+    # Column names come from the Struct's fields, never from the request; values are $n parameters.
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(names, start=2))
+    return assignments, f" AND version = ANY(${len(names) + 2}::int[])" if versioned else ""
+
+
+@functools.lru_cache(maxsize=256)  # one per set of fields a PATCH sends: few, and made once each
+def _update(names: tuple[str, ...], *, versioned: bool) -> str:
+    """The update of `update` without events."""
+    assignments, condition = _assignments(names, versioned=versioned)
+    return f"UPDATE users SET {assignments}, updated_at = now() WHERE id = $1{condition} RETURNING {_COLUMNS}"  # noqa: S608
+
+
+@functools.lru_cache(maxsize=256)
+def _update_with_events(names: tuple[str, ...], *, versioned: bool, announced: bool) -> str:
     """The update of `update`, locking the row first to read the values it replaces, and recording its events;
-    the actor's three values are the parameters after the `count` of the update's own; `ending` is `_XID` or
-    `_NOTIFYING`."""
+    the actor's three values are the parameters after the update's own. It ends by returning the transaction's
+    xid for the caller to announce (`announced`), else by notifying the feed's listeners itself."""
+    assignments, condition = _assignments(names, versioned=versioned)
+    count = len(names) + 1 + versioned
     actor = f"${count + 1}, ${count + 2}, ${count + 3}"
-    old = ", ".join(f"old.{name} AS old_{name}" for name in changes)
+    old = ", ".join(f"old.{name} AS old_{name}" for name in names)
     diff = " || ".join(
         f"CASE WHEN {name} IS DISTINCT FROM old_{name} THEN jsonb_build_object('{name}', {name}) ELSE '{{}}' END"
-        for name in changes
+        for name in names
     )
     statement = (
-        f"WITH old AS (SELECT id, {', '.join(changes)} FROM users WHERE id = $1 FOR UPDATE),"  # noqa: S608
+        f"WITH old AS (SELECT id, {', '.join(names)} FROM users WHERE id = $1 FOR UPDATE),"  # noqa: S608
         f" updated AS (UPDATE users SET {assignments}, updated_at = now() FROM old WHERE users.id = old.id{condition}"
         f" RETURNING {_USERS_COLUMNS}, {old}),"
-        f" changed AS (SELECT id, {diff} AS changes{', is_active, old_is_active' if 'is_active' in changes else ''}"
+        f" changed AS (SELECT id, {diff} AS changes{', is_active, old_is_active' if 'is_active' in names else ''}"
         " FROM updated),"
         f" recorded AS ({_EVENT} SELECT 'user.updated', 'user', id::text, {actor},"
         " jsonb_build_object('changes', changes) FROM changed WHERE changes <> '{}'"
     )
-    if "is_active" in changes:
+    if "is_active" in names:
         statement += (
             " UNION ALL SELECT CASE WHEN is_active THEN 'user.reactivated' ELSE 'user.deactivated' END, 'user',"  # noqa: S608
             f" id::text, {actor}, '{{}}' FROM changed WHERE is_active IS DISTINCT FROM old_is_active"
         )
+    ending = _XID if announced else _NOTIFYING
     return f"{statement}) SELECT {_COLUMNS}, {ending} FROM updated"  # noqa: S608 - names from UserRead, values as $n
 
 
