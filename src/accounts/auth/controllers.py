@@ -58,6 +58,7 @@ from accounts.auth.services import (
     InvalidClient,
     MfaChallengeIssued,
     SignedIn,
+    introspect_access_token,
     to_key_read,
 )
 from accounts.auth.sessions import SessionService
@@ -341,7 +342,6 @@ class AuthController(Controller):
     )
     async def introspect_token(
         self,
-        auth: NamedDependency[AuthService],
         request: Request[Any, Any, Any],
         data: Annotated[TokenIntrospectionRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> TokenIntrospection:
@@ -358,7 +358,12 @@ class AuthController(Controller):
             raise InvalidClient("Authenticate: as a service client (as at the token endpoint), or with an API key.")
         if INTROSPECT not in scopes:
             raise Forbidden(f"Introspection needs the `{INTROSPECT}` scope.")
-        return await auth.introspect(data.token)
+        state = request.app.state
+        access = await introspect_access_token(state.tokens, state.credentials, data.token)
+        if access is not None:  # no database: no session to make
+            return access
+        async with transaction(request) as session:
+            return await provide_auth_service(session, state).introspect_refresh_token(data.token)
 
     @post(
         "/revoke",

@@ -221,6 +221,34 @@ class ClientCredentialsGrant:
         )
 
 
+async def introspect_access_token(
+    tokens: AccessTokens, credentials: CredentialCache, token: str
+) -> TokenIntrospection | None:
+    """RFC 7662 for an access token: whether it works right now, and what it says, from this worker's caches with
+    no database session; None when `token` is not a JWT (refresh tokens are URL-safe base64, which has no dot:
+    `AuthService.introspect_refresh_token`)."""
+    if "." not in token:
+        return None
+    try:
+        claims = tokens.verify(token)
+    except InvalidTokenError:
+        return INACTIVE
+    if await credentials.holder(claims) is None:
+        return INACTIVE
+    return TokenIntrospection(
+        active=True,
+        scope=claims.scope,
+        client_id=str(claims.client_id) if claims.client_id is not None else msgspec.UNSET,
+        token_type="Bearer",  # noqa: S106 - the OAuth token type
+        exp=claims.exp,
+        iat=claims.iat,
+        sub=str(claims.sub),
+        aud=tokens.audience,
+        iss=tokens.issuer,
+        jti=claims.jti,
+    )
+
+
 class AuthService:
     """Sign-in and the lifecycle of a user's tokens."""
 
@@ -432,28 +460,8 @@ class AuthService:
             refresh_token=refresh_token,
         )
 
-    async def introspect(self, token: str) -> TokenIntrospection:
-        """RFC 7662: whether an access or refresh token works right now, and what it says. An access token is
-        answered from this worker's caches; a refresh token by one indexed read."""
-        if "." in token:  # a JWT; refresh tokens are URL-safe base64, which has no dot
-            try:
-                claims = self.tokens.verify(token)
-            except InvalidTokenError:
-                return INACTIVE
-            if await self.credentials.holder(claims) is None:
-                return INACTIVE
-            return TokenIntrospection(
-                active=True,
-                scope=claims.scope,
-                client_id=str(claims.client_id) if claims.client_id is not None else msgspec.UNSET,
-                token_type="Bearer",  # noqa: S106 - the OAuth token type
-                exp=claims.exp,
-                iat=claims.iat,
-                sub=str(claims.sub),
-                aud=self.tokens.audience,
-                iss=self.tokens.issuer,
-                jti=claims.jti,
-            )
+    async def introspect_refresh_token(self, token: str) -> TokenIntrospection:
+        """RFC 7662 for a refresh token: by one indexed read (an access token is `introspect_access_token`'s)."""
         row = await self.sessions.unspent(token)
         user = await self.credentials.user(row.user_id) if row is not None else None
         if row is None or user is None or not user.is_active:
