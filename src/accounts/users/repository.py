@@ -28,12 +28,13 @@ _USERS_COLUMNS = ", ".join(f"users.{name}" for name in UserRead.__struct_fields_
 _EVENT = "INSERT INTO events (type, subject_type, subject_id, actor_type, actor_id, request_id, data)"
 EventActor = tuple[str, str | None, str | None]
 """(actor_type, actor_id, request_id) of the events a statement writes (accounts.events.services.actor_values)."""
-# The `data` of `user.created`: what identifies and describes the user, never the password hash.
-_CREATED_DATA = (
+CREATED_DATA = (
     "jsonb_build_object("
     + ", ".join(f"'{name}', {name}" for name in ("email", "username", "full_name", "is_active", "is_superuser"))
     + ")"
 )
+"""The `data` of `user.created`, built in SQL from the inserted row: what identifies and describes the user, never
+the password hash (an import adds its `source` and `job_id`)."""
 # What a statement writing events ends with: its xid, which the worker announces after the commit, or (in a
 # process without an announcer) the notification itself, sent on commit.
 _XID = "pg_current_xact_id()::text::bigint AS event_xid"
@@ -197,7 +198,7 @@ class UserRepository:
             actor = f"${len(columns) + 1}, ${len(columns) + 2}, ${len(columns) + 3}"
             statement = (
                 f"WITH inserted AS ({statement}), recorded AS ({_EVENT}"  # noqa: S608 - fixed fragments
-                f" SELECT 'user.created', 'user', id::text, {actor}, {_CREATED_DATA} FROM inserted)"
+                f" SELECT 'user.created', 'user', id::text, {actor}, {CREATED_DATA} FROM inserted)"
                 f" SELECT {_COLUMNS}, {_XID if announce else _NOTIFYING} FROM inserted"
             )
         async with driver_connection(session) as connection:

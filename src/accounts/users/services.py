@@ -23,7 +23,7 @@ from accounts.core.errors import FieldError, InvalidInput, NotFound, Preconditio
 from accounts.core.passwords import hash_password, refuse_weak_password
 from accounts.events.services import NOTIFY, Subject, actor_values, record, recording
 from accounts.users.models import User
-from accounts.users.repository import LoginCandidate, UserRepository, filters
+from accounts.users.repository import CREATED_DATA, LoginCandidate, UserRepository, filters
 from accounts.users.schemas import (
     BATCH_MAX,
     OnDuplicate,
@@ -256,11 +256,10 @@ _UPDATE_WITH_EVENTS = (
     + ", 'source', 'import', 'job_id', $1::text) FROM updated) SELECT count(*) FROM updated"
 )
 _INSERT_WITH_EVENTS = (
-    f"WITH inserted AS ({_INSERT} RETURNING id, email, username, full_name),"  # noqa: S608 - fixed fragments
+    f"WITH inserted AS ({_INSERT} RETURNING id, email, username, full_name, is_active, is_superuser),"  # noqa: S608 - fixed fragments
     " recorded AS (INSERT INTO events (type, subject_type, subject_id, actor_type, data)"
-    " SELECT 'user.created', 'user', id::text, 'system', jsonb_build_object('email', email, 'username', username,"
-    " 'full_name', full_name, 'is_active', true, 'is_superuser', false, 'source', 'import', 'job_id', $1::text)"
-    " FROM inserted) SELECT count(*) FROM inserted"
+    f" SELECT 'user.created', 'user', id::text, 'system', {CREATED_DATA}"
+    " || jsonb_build_object('source', 'import', 'job_id', $1::text) FROM inserted) SELECT count(*) FROM inserted"
 )
 
 
