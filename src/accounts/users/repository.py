@@ -113,7 +113,8 @@ class UserRepository:
         """Set `changes` if the user's version is one of `versions` (any, if None); None when no row changed.
 
         With `events`, the same statement records `user.updated` with the fields whose value changed (none: no
-        event), and `user.deactivated` or `user.reactivated` when is_active changed: one round trip, one commit."""
+        event), and `user.deactivated` or `user.reactivated` when is_active changed: one round trip, one commit
+        (two, each its own, when another write came in between, or nothing is updated: `_update_with_events`)."""
         values = [user_id, *changes.values(), *([] if versions is None else [versions])]
         if events is None:
             record = await self.pool.fetchrow(_update(tuple(changes), versioned=versions is not None), *values)
