@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -34,7 +33,7 @@ from accounts.cli import AccountsCLIPlugin
 from accounts.clients import schemas as clients_schemas
 from accounts.clients.controllers import OAuthClientController
 from accounts.config import Settings
-from accounts.core.db import RequestTransactions, session_dependency, sqlalchemy_config
+from accounts.core.db import RequestTransactions, create_request_pool, session_dependency, sqlalchemy_config
 from accounts.core.errors import exception_handlers
 from accounts.core.http.bodies import BodyRequest, check_input, with_body_deadline
 from accounts.core.http.idempotency import IdempotencyKeys
@@ -140,13 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         """The asyncpg pools of the hot paths (the primary's and each replica's), and the credential cache's
         notification connection."""
         pool, *replicas = [
-            await asyncpg.create_pool(
-                url,
-                min_size=0,  # connect on first use: the process starts, and is live, while the database is down
-                max_size=settings.database_pool_size,
-                timeout=settings.database_connect_timeout,
-                statement_cache_size=settings.statement_cache_size,
-            )
+            await create_request_pool(url, settings)
             for url in (settings.asyncpg_database_url, *settings.asyncpg_replica_urls)
         ]
         app.state.users = UserService(UserRepository(pool, replicas), on_credentials_changed=credentials.forget_user)

@@ -56,6 +56,29 @@ DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.Interfa
 """What a call on plain asyncpg raises when the database is away, restarting or refuses: the loops that must outlive
 an outage (listeners, feed readers) catch these, wait and try again."""
 
+
+async def create_request_pool(url: str, settings: Settings) -> asyncpg.Pool:
+    """An asyncpg pool for the API's hot paths (on the primary, or on a replica).
+
+    A connection given back is not reset beyond what asyncpg always does (an open transaction rolled back, its
+    listeners dropped): asyncpg's default reset is a round trip on every release, `pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL`, for session state that these pools' statements never leave behind. So nothing on
+    them may SET (SET LOCAL, inside a transaction, is fine), LISTEN, take a session advisory lock or keep a cursor
+    open past its transaction: those go on their own connections (the listeners, the job queue's locks)."""
+    return await asyncpg.create_pool(
+        url,
+        min_size=0,  # connect on first use: the process starts, and is live, while the database is down
+        max_size=settings.database_pool_size,
+        timeout=settings.database_connect_timeout,
+        statement_cache_size=settings.statement_cache_size,
+        reset=_leave_session,
+    )
+
+
+async def _leave_session(_connection: asyncpg.Connection) -> None:
+    """Nothing more to reset (`create_request_pool`)."""
+
+
 _ON_PRIMARY = text("SELECT 1").execution_options(bind_group=PRIMARY)
 
 
