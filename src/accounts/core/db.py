@@ -57,7 +57,7 @@ DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.Interfa
 an outage (listeners, feed readers) catch these, wait and try again."""
 
 
-async def create_request_pool(url: str, settings: Settings) -> asyncpg.Pool:
+async def create_request_pool(url: str | None, settings: Settings) -> asyncpg.Pool:
     """An asyncpg pool for the API's hot paths (on the primary, or on a replica).
 
     A connection given back is not reset beyond what asyncpg always does (an open transaction rolled back, its
