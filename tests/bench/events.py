@@ -116,9 +116,10 @@ def measure_write_cost(bench: Bench) -> list[WriteCostFigure]:
             server = _start(bench, {"EVENTS_ENABLED": str(enabled).lower()})
             try:
                 for scenario in (patch, create):
+                    if run == 0:  # a warm-up, creating users of its own
+                        warm_up = _wrk_env(bench, server, scenario, f"warm-up-{int(enabled)}")
+                        _wrk(server.base, warm_up, duration=2, connections=bench.args.connections)
                     env = _wrk_env(bench, server, scenario, f"{run}{int(enabled)}")
-                    if run == 0:
-                        _wrk(server.base, env, duration=2, connections=bench.args.connections)
                     before = _cpu_seconds(server.process.pid), _database_cpu_seconds()
                     result = _wrk(server.base, env, duration=bench.args.duration, connections=bench.args.connections)
                     result["cpu_us"] = round((_cpu_seconds(server.process.pid) - before[0]) * 1e6)

@@ -55,6 +55,8 @@ from tests.bench.webhooks import render as render_webhooks
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "scenario.lua"
+WRK_THREADS = 2
+"""wrk threads per run (each its own share of a bodies file)."""
 SERVER_URL = os.environ.get("BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BENCH_DATABASE = "accounts_bench"
 ADMIN_EMAIL = "bench-admin@bench.example"
@@ -493,8 +495,9 @@ def _log_in(base: str) -> str:
 
 def _wrk(base: str, env: dict[str, str], *, duration: int, connections: int) -> dict[str, int]:
     output = subprocess.run(  # noqa: S603
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), base],  # noqa: S607
-        env=env, capture_output=True, text=True, check=True,
+        ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",  # noqa: S607
+         "-s", str(WRK_SCRIPT), base],
+        env=env | {"BENCH_THREADS": str(WRK_THREADS)}, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     line = next(line for line in output.splitlines() if line.startswith('{"requests"'))
     result: dict[str, int] = msgspec.json.decode(line)
@@ -545,8 +548,8 @@ def render(report: Report) -> str:
     accounts, ceiling, peer = (report.servers.get(t) for t in ("accounts", "ceiling", "peer"))
     hashes = report.hash_ms.items()
     lines = [
-        f"Users: {report.users:,}; wrk -t2 -c{report.connections}, {report.runs} runs of {report.duration} s "
-        f"(median); {WORKERS} workers per server; argon2id verify alone: "
+        f"Users: {report.users:,}; wrk -t{WRK_THREADS} -c{report.connections}, {report.runs} runs of"
+        f" {report.duration} s (median); {WORKERS} workers per server; argon2id verify alone: "
         + ", ".join(f"{ms} ms with {name} (at most {2000 / ms:.0f} logins/s on 2 cores)" for name, ms in hashes)
         + " (Accounts hashes with libsodium, the peer with argon2-cffi).",
         "",
