@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -28,6 +30,14 @@ ACR_TWO_FACTORS = "urn:accounts:acr:2fa"
 
 def assurance(amr: list[str]) -> str:
     return ACR_TWO_FACTORS if "mfa" in amr else ACR_ONE_FACTOR
+
+
+_CLAIMS = msgspec.json.Encoder()
+
+
+def _segment(data: bytes) -> bytes:
+    """A JWS segment: base64url without padding (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 class InvalidTokenError(Exception):
@@ -63,6 +73,7 @@ class AccessTokens:
         self._accepted_issuers = [settings.issuer, *settings.accepted_issuers]
         self.audience = settings.jwt_audience
         self.ttl = settings.access_token_ttl
+        self._header = _segment(msgspec.json.encode({"alg": ALGORITHM, "kid": keys.signing_kid, "typ": "at+jwt"}))
         # A client sends the same token for its whole life: its signature needs checking only once.
         self._verified: dict[str, AccessClaims] = {}
 
@@ -88,14 +99,12 @@ class AccessTokens:
         return self._sign({"sub": str(client_id), "client_id": str(client_id), "scope": " ".join(scopes)})
 
     def _sign(self, claims: dict[str, Any]) -> str:
+        """The token as a compact JWS (RFC 7515 section 7.1) built here, not by PyJWT's `encode`, which serialised the
+        same header again and copied the claims for every token (verifying stays PyJWT's)."""
         now = int(time.time())
         registered = {"iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + self.ttl}
-        return jwt.encode(
-            registered | claims | {"jti": uuid.uuid4().hex},
-            self.keys.signing_key,
-            algorithm=ALGORITHM,
-            headers={"kid": self.keys.signing_kid, "typ": "at+jwt"},
-        )
+        signed = self._header + b"." + _segment(_CLAIMS.encode(registered | claims | {"jti": secrets.token_hex(16)}))
+        return (signed + b"." + _segment(self.keys.signer.sign(signed).signature)).decode()
 
     def verify(self, token: str) -> AccessClaims:
         claims = self._verified.get(token)

@@ -168,6 +168,14 @@ async def test_an_issued_token_verifies_with_an_independent_library_and_the_jwks
     ).validate(token.claims)
 
 
+async def test_the_signature_is_the_one_openssl_makes_of_the_same_token(signing_key: OKPKey, user_a: LoggedIn) -> None:
+    """Accounts signs with libsodium; Ed25519 is deterministic (RFC 8032), so OpenSSL (through cryptography) signing
+    the same header and claims with the same key must give the same bytes."""
+    signing_input, _, signature = user_a.access_token.rpartition(".")
+
+    assert b64url(signing_key.private_key.sign(signing_input.encode())) == signature
+
+
 async def test_the_independent_verifier_rejects_a_changed_token(client: Client, user_a: LoggedIn) -> None:
     """The check above can fail: one changed claim breaks the signature for joserfc too."""
     jwks = await fetch_jwks(client)
