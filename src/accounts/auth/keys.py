@@ -19,16 +19,22 @@ from accounts.core.security import read_or_create
 GENERATED_KEY_FILE = "jwt-signing-key.pem"
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def b64url(data: bytes) -> bytes:
+    """JOSE's base64url: URL-safe base64 without padding (RFC 7515 section 2), for JWK members and JWS segments."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def _jwk(public_key: Ed25519PublicKey) -> Jwk:
-    x = _b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    x = b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
     # RFC 7638 thumbprint: SHA-256 of the required members in lexicographic order, no white space.
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"), sort_keys=True)
     return Jwk(
-        kty="OKP", crv="Ed25519", use="sig", alg="EdDSA", x=x, kid=_b64url(hashlib.sha256(canonical.encode()).digest())
+        kty="OKP",
+        crv="Ed25519",
+        use="sig",
+        alg="EdDSA",
+        x=x,
+        kid=b64url(hashlib.sha256(canonical.encode()).digest()).decode(),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 import uuid
@@ -12,7 +11,7 @@ from typing import Any
 import jwt
 import msgspec
 
-from accounts.auth.keys import SigningKeys
+from accounts.auth.keys import SigningKeys, b64url
 from accounts.config import Settings
 from accounts.core.security import ADMIN_SCOPES
 
@@ -33,11 +32,6 @@ def assurance(amr: list[str]) -> str:
 
 
 _CLAIMS = msgspec.json.Encoder()
-
-
-def _segment(data: bytes) -> bytes:
-    """A JWS segment: base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 class InvalidTokenError(Exception):
@@ -73,7 +67,7 @@ class AccessTokens:
         self._accepted_issuers = [settings.issuer, *settings.accepted_issuers]
         self.audience = settings.jwt_audience
         self.ttl = settings.access_token_ttl
-        self._header = _segment(msgspec.json.encode({"alg": ALGORITHM, "kid": keys.signing_kid, "typ": "at+jwt"}))
+        self._header = b64url(msgspec.json.encode({"alg": ALGORITHM, "kid": keys.signing_kid, "typ": "at+jwt"}))
         # A client sends the same token for its whole life: its signature needs checking only once.
         self._verified: dict[str, AccessClaims] = {}
 
@@ -103,8 +97,8 @@ class AccessTokens:
         same header again and copied the claims for every token (verifying stays PyJWT's)."""
         now = int(time.time())
         registered = {"iss": self.issuer, "aud": self.audience, "iat": now, "nbf": now, "exp": now + self.ttl}
-        signed = self._header + b"." + _segment(_CLAIMS.encode(registered | claims | {"jti": secrets.token_hex(16)}))
-        return (signed + b"." + _segment(self.keys.signer.sign(signed).signature)).decode()
+        signed = self._header + b"." + b64url(_CLAIMS.encode(registered | claims | {"jti": secrets.token_hex(16)}))
+        return (signed + b"." + b64url(self.keys.signer.sign(signed).signature)).decode()
 
     def verify(self, token: str) -> AccessClaims:
         claims = self._verified.get(token)
