@@ -25,7 +25,7 @@ from accounts.config import Settings
 from accounts.core.db import start_embedded
 from tests.database import (
     DEFAULT_SERVER_URL,
-    TABLES,
+    EMPTY_TABLES,
     CreateDatabase,
     answers,
     database_url_on,
@@ -115,7 +115,7 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     if "database_url" not in request.fixturenames:
         return
-    await execute(request.getfixturevalue("database_url"), f"TRUNCATE {', '.join(TABLES)} CASCADE")
+    await execute(request.getfixturevalue("database_url"), EMPTY_TABLES)
 
 
 @pytest.fixture

@@ -41,6 +41,10 @@ TABLES = (
     "passkeys",
     "webauthn_challenges",
 )
+EMPTY_TABLES = "".join(f"DELETE FROM {table};" for table in TABLES)  # noqa: S608 - our own table names
+"""Empties every table, in one transaction. DELETE, not TRUNCATE: a TRUNCATE of these tables cost PostgreSQL
+~200 ms (new files for each table and index), a DELETE of a test's few rows ~1 ms, and the suite empties them after
+every test. Every foreign key cascades or sets null, so the order only matters for the webhook worker's locks."""
 
 CreateDatabase = Callable[[], Awaitable[str]]
 

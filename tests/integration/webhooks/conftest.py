@@ -14,7 +14,7 @@ from accounts.app import create_app
 from accounts.config import Settings
 from accounts.core.passwords import hash_password
 from accounts.worker import worker_in_process
-from tests.database import TABLES, CreateDatabase, execute, migrate
+from tests.database import EMPTY_TABLES, CreateDatabase, execute, migrate
 from tests.integration.auth.support import PASSWORD, Client, LoggedIn, insert_user, log_in
 from tests.integration.jobs.support import delete_queue
 from tests.integration.webhooks.support import Receiver
@@ -37,7 +37,7 @@ async def clean_hook_tables(request: pytest.FixtureRequest) -> AsyncIterator[Non
     """Empty the webhook database's tables after each test that used it."""
     yield
     if "hook_database_url" in request.fixturenames:
-        await execute(request.getfixturevalue("hook_database_url"), f"TRUNCATE {', '.join(TABLES)} CASCADE")
+        await execute(request.getfixturevalue("hook_database_url"), EMPTY_TABLES)
 
 
 @pytest.fixture(scope="session")
