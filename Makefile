@@ -28,8 +28,8 @@ run: install ## Serve the API (embedded PostgreSQL in .data/ when DATABASE_URL i
 worker: install ## Run a job worker (queue on REDIS_URL, else on the database; embedded database when DATABASE_URL is unset)
 	$(RUN) accounts worker
 
-test: install ## Run the tests against a real PostgreSQL (local server, else embedded)
-	$(RUN) pytest
+test: install ## Run the tests against a real PostgreSQL (local server, else embedded), a process per CPU if it has room
+	$(RUN) pytest -n auto --dist loadfile
 
 faults: install ## Run only the fault suite (tests/faults: failed commits, killed connections, outages; part of make test)
 	$(RUN) pytest -s tests/faults

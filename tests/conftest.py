@@ -2,9 +2,11 @@
 
 The server is `TEST_DATABASE_URL` if set, else PostgreSQL on 127.0.0.1:5432 if it answers, else the
 embedded PostgreSQL (so `make test` passes on a machine with no server); `TEST_DATABASE_URL=embedded`
-forces the embedded one. The database this session
-creates is dropped at the end; nothing else on the server is touched. The parts these fixtures are made of
-(making, migrating and writing to databases) are in tests/database.py.
+forces the embedded one. The databases a session creates are dropped at the end; nothing else on the server
+is touched. `make test` runs the suite with `-n auto --dist loadfile` (pytest-xdist): in a process per CPU when the
+server has connections enough for them (see pytest_xdist_auto_num_workers), each process a session of its own on
+its own databases, each test file in one process. The parts these fixtures are made of (making, migrating and
+writing to databases) are in tests/database.py.
 """
 
 from __future__ import annotations
@@ -24,28 +26,57 @@ from accounts.auth.keys import GENERATED_KEY_FILE
 from accounts.config import Settings
 from accounts.core.db import start_embedded
 from tests.database import (
-    DEFAULT_SERVER_URL,
     EMPTY_TABLES,
     CreateDatabase,
-    answers,
     database_url_on,
     execute,
     insert_api_key,
+    max_connections,
     migrate,
+    shared_server_url,
 )
 from tests.otlp import OtlpReceiver
 from tests.server import serving
+
+CONNECTIONS_PER_WORKER = 100
+"""PostgreSQL connections one process running the suite may hold at once: its apps' pools, live servers, job workers
+and PgBouncer peak at ~76 together (pg_stat_activity sampled through a serial run)."""
+PARALLELISM = pytest.StashKey[str]()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """How many processes `pytest -n auto` (`make test`) runs the suite in: one per CPU, as many as the shared
+    server's `max_connections` has room for, and none (the suite in this process) when it has room for one only or
+    the server is an embedded one. `PYTEST_XDIST_AUTO_NUM_WORKERS` overrides, as pytest-xdist documents."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    url = asyncio.run(shared_server_url())
+    if url is None:
+        config.stash[PARALLELISM] = "in this process, on an embedded PostgreSQL"
+        return 0
+    room = asyncio.run(max_connections(url)) // CONNECTIONS_PER_WORKER
+    if room < 2:
+        config.stash[PARALLELISM] = (
+            f"in this process: PostgreSQL's max_connections has room for one process of {CONNECTIONS_PER_WORKER}"
+            f" connections (raise it to {2 * CONNECTIONS_PER_WORKER} or more to run in parallel)"
+        )
+        return 0
+    workers = min(os.cpu_count() or 1, room)
+    config.stash[PARALLELISM] = f"in {workers} processes, a test file each at a time"
+    return workers
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """How `-n auto` runs the suite and why, on the run's first lines."""
+    return f"the suite runs {config.stash[PARALLELISM]}" if PARALLELISM in config.stash else None
 
 
 @pytest.fixture(scope="session")
 async def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A URL of a PostgreSQL server (its maintenance database) the tests may create databases on."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url and url != "embedded":
-        return url
-    if url is None and await answers(DEFAULT_SERVER_URL):
-        return DEFAULT_SERVER_URL
-    return await asyncio.to_thread(start_embedded, Path(tmp_path_factory.mktemp("embedded")))
+    return await shared_server_url() or await asyncio.to_thread(
+        start_embedded, Path(tmp_path_factory.mktemp("embedded"))
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ them, and API keys written straight into them. tests/conftest.py's fixtures are 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -47,6 +48,25 @@ EMPTY_TABLES = "".join(f"DELETE FROM {table};" for table in TABLES)  # noqa: S60
 every test. Every foreign key cascades or sets null, so the order only matters for the webhook worker's locks."""
 
 CreateDatabase = Callable[[], Awaitable[str]]
+
+
+async def shared_server_url() -> str | None:
+    """The PostgreSQL server the tests share with whatever else runs on it: `TEST_DATABASE_URL` if set, else the local
+    one if it answers; None when the tests are to start an embedded server of their own."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url == "embedded":
+        return None
+    if url:
+        return url
+    return DEFAULT_SERVER_URL if await answers(DEFAULT_SERVER_URL) else None
+
+
+async def max_connections(url: str) -> int:
+    connection = await asyncpg.connect(url, timeout=3)
+    try:
+        return int(await connection.fetchval("SHOW max_connections"))
+    finally:
+        await connection.close()
 
 
 async def answers(url: str) -> bool:
