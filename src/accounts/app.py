@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from advanced_alchemy.extensions.litestar import SQLAlchemySerializationPlugin
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -33,7 +33,13 @@ from accounts.cli import AccountsCLIPlugin
 from accounts.clients import schemas as clients_schemas
 from accounts.clients.controllers import OAuthClientController
 from accounts.config import Settings
-from accounts.core.db import RequestTransactions, create_request_pool, session_dependency, sqlalchemy_config
+from accounts.core.db import (
+    RequestTransactions,
+    SessionsPlugin,
+    create_request_pool,
+    session_dependency,
+    sqlalchemy_config,
+)
 from accounts.core.errors import exception_handlers
 from accounts.core.http.bodies import BodyRequest, check_input, with_body_deadline
 from accounts.core.http.idempotency import IdempotencyKeys
@@ -182,7 +188,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[HealthController, JwksController, DiscoveryController, MetricsController, API],
-        plugins=[SQLAlchemyPlugin(config=database), AccountsCLIPlugin()],
+        plugins=[SessionsPlugin(config=database), SQLAlchemySerializationPlugin(), AccountsCLIPlugin()],
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
         middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"]), actor_context],
