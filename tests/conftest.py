@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -54,7 +55,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if url is None:
         config.stash[PARALLELISM] = "in this process, on an embedded PostgreSQL"
         return 0
-    room = asyncio.run(max_connections(url)) // CONNECTIONS_PER_WORKER
+    try:
+        room = asyncio.run(max_connections(url)) // CONNECTIONS_PER_WORKER
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:  # the session's fixtures will say it again
+        config.stash[PARALLELISM] = f"in this process: the server did not answer ({exc})"
+        return 0
     if room < 2:
         config.stash[PARALLELISM] = (
             f"in this process: PostgreSQL's max_connections has room for one process of {CONNECTIONS_PER_WORKER}"
