@@ -62,8 +62,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return 0
     if room < 2:
         config.stash[PARALLELISM] = (
-            f"in this process: PostgreSQL's max_connections has room for one process of {CONNECTIONS_PER_WORKER}"
-            f" connections (raise it to {2 * CONNECTIONS_PER_WORKER} or more to run in parallel)"
+            "in this process: PostgreSQL's max_connections has room for fewer than two processes of"
+            f" {CONNECTIONS_PER_WORKER} connections (raise it to {2 * CONNECTIONS_PER_WORKER} or more to run in"
+            " parallel)"
         )
         return 0
     workers = min(os.cpu_count() or 1, room)
