@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemySerializationPlugin
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 
 from accounts.auth import schemas as auth_schemas
-from accounts.auth.authentication import AuthenticationMiddleware, Authenticator
+from accounts.auth.authentication import Authenticator
 from accounts.auth.cache import CredentialCache
 from accounts.auth.controllers import (
     ApiKeyController,
@@ -41,16 +40,17 @@ from accounts.core.db import (
     sqlalchemy_config,
 )
 from accounts.core.errors import exception_handlers
-from accounts.core.http.bodies import BodyRequest, check_input, with_body_deadline
+from accounts.core.http.bodies import BodyRequest, check_input
+from accounts.core.http.edge import Edge
 from accounts.core.http.idempotency import IdempotencyKeys
 from accounts.core.http.media import NegotiatedResponse
 from accounts.core.http.openapi import finish_document, openapi_config
 from accounts.core.limits import AttemptLimits
-from accounts.core.observability.logging import RequestContextMiddleware, configure_logging
+from accounts.core.observability.logging import configure_logging
 from accounts.core.observability.metrics import RequestMetrics, asyncpg_pool_use, sqlalchemy_pool_use
 from accounts.core.observability.tracing import start_tracing
 from accounts.core.passwords import breach_checks
-from accounts.events.context import actor_context
+from accounts.core.security import require_credentials
 from accounts.events.controllers import AuditEventController, EventController
 from accounts.events.services import AuditTrail, EventFeed, set_recording
 from accounts.events.stream import EventBroadcaster
@@ -83,6 +83,14 @@ def _from_state(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
+async def before_handler(request: Request[Any, Any, Any]) -> None:
+    """Before every handler: its caller authenticated unless it is PUBLIC (deny by default, for every route the app
+    serves, however it was added), then the input checks (query strings and forms that are not UTF-8; JSON bodies
+    are BodyRequest's)."""
+    await require_credentials(request)
+    await check_input(request)
+
+
 API = Router(
     "/api/v1",
     route_handlers=[
@@ -99,7 +107,6 @@ API = Router(
         EventController,
         AuditEventController,
     ],
-    before_request=check_input,  # query strings and forms that are not UTF-8; JSON bodies are BodyRequest's
 )
 """Every endpoint of the API proper, under one prefix; health, keys, discovery and metrics stay at the root."""
 REQUEST_EXAMPLES = (
@@ -191,7 +198,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[SessionsPlugin(config=database), SQLAlchemySerializationPlugin(), AccountsCLIPlugin()],
         lifespan=[connections],
         on_shutdown=[tracing.shutdown] if tracing is not None else [],  # after the lifespan: its spans are exported
-        middleware=[DefineMiddleware(AuthenticationMiddleware, exclude=["^/schema"]), actor_context],
         state=State(
             {
                 "settings": settings,
@@ -203,6 +209,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
         dependencies={"db_session": session_dependency(), **{name: _from_state(name) for name in SHARED}},
+        before_request=before_handler,
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_request_body_bytes,
         openapi_config=openapi_config(),
@@ -211,9 +218,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     finish_document(app, REQUEST_EXAMPLES)
-    # Wrap the whole ASGI handler, not route middleware, so 404s and 405s get a request id and a log line too.
-    app.asgi_handler = with_body_deadline(app.asgi_handler, settings.request_read_timeout)
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler, metrics=metrics, log_requests=settings.access_log)
+    app.asgi_handler = Edge(
+        app.asgi_handler,
+        metrics=metrics,
+        log_requests=settings.access_log,
+        body_timeout=settings.request_read_timeout,
+    )
     if tracing is not None:  # outermost, so the request's log lines are written inside its span
         app.asgi_handler = tracing.server_spans(app.asgi_handler)
     return app

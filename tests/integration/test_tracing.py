@@ -89,7 +89,7 @@ def build_in_a_fresh_process(database_url: str, otel: dict[str, str]) -> dict[st
 )
 def test_tracing_off_loads_no_opentelemetry_and_adds_no_middleware(database_url: str, otel: dict[str, str]) -> None:
     built = build_in_a_fresh_process(database_url, otel)
-    assert built["handler"] == "RequestContextMiddleware"
+    assert built["handler"] == "Edge"
     assert [name for name in built["loaded"] if name.startswith(TRACING_MODULES)] == []
 
 

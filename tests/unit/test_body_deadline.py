@@ -1,4 +1,4 @@
-"""The request body deadline (accounts.core.http.bodies.with_body_deadline) on uvloop, the server's loop: a read
+"""The request body deadline (accounts.core.http.bodies.BodyDeadlines) on uvloop, the server's loop: a read
 that waits too long is a BodyTimeout, and reads that do not wait leave nothing behind (uvloop keeps a cancelled
 timer alive until the time it was set for, so a timer per read would keep objects alive for every request)."""
 
@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 import uvloop
 
-from accounts.core.http.bodies import BodyTimeout, with_body_deadline
+from accounts.core.http.bodies import BodyDeadlines, BodyTimeout
 
 BODY = {"type": "http.request", "body": b'{"bio": "x"}', "more_body": False}
-SCOPE: dict[str, Any] = {"type": "http"}
 
 
-async def read_body(scope: Any, receive: Any, send: Any) -> None:
-    await receive()
+async def read_body(deadlines: BodyDeadlines, receive: Any) -> None:
+    await deadlines.bound(receive)()
 
 
 async def stalled() -> dict[str, Any]:
@@ -35,14 +34,14 @@ def timers() -> int:
 
 def test_bodies_that_arrive_at_once_leave_no_timer_behind() -> None:
     async def main() -> int:
-        app = with_body_deadline(read_body, 20)
+        deadlines = BodyDeadlines(20)
 
         async def receive() -> dict[str, Any]:
             return BODY
 
         before = timers()
         for _ in range(1000):
-            await app(SCOPE, receive, None)  # type: ignore[arg-type]
+            await read_body(deadlines, receive)
         return timers() - before
 
     assert uvloop.run(main()) <= 1, "at most the deadlines' own tick"
@@ -50,11 +49,9 @@ def test_bodies_that_arrive_at_once_leave_no_timer_behind() -> None:
 
 def test_a_body_that_stops_arriving_is_a_timeout_within_its_deadline_and_a_tick() -> None:
     async def main() -> float:
-        app = with_body_deadline(read_body, 1)
-
         started = time.monotonic()
         with pytest.raises(BodyTimeout):
-            await app(SCOPE, stalled, None)  # type: ignore[arg-type]
+            await read_body(BodyDeadlines(1), stalled)
         return time.monotonic() - started
 
     took = uvloop.run(main())
@@ -63,9 +60,7 @@ def test_a_body_that_stops_arriving_is_a_timeout_within_its_deadline_and_a_tick(
 
 def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     async def main() -> None:
-        app = with_body_deadline(read_body, 5)
-
-        task = asyncio.create_task(app(SCOPE, stalled, None))  # type: ignore[arg-type]
+        task = asyncio.create_task(read_body(BodyDeadlines(5), stalled))
         await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

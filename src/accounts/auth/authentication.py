@@ -1,5 +1,5 @@
 """Who is calling: bearer access tokens (of users and of service clients) and API keys, turned into the request's
-Principal (accounts.core.security)."""
+Principal; the app's `state.authenticator`, asked by accounts.core.security.caller."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import structlog
-from litestar.connection import ASGIConnection
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -94,12 +92,3 @@ class Authenticator:
                 await connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
         except Exception:  # a lost timestamp must never fail or log a request as failed
             log.warning("could not record API key use", api_key_id=str(key_id), exc_info=True)
-
-
-class AuthenticationMiddleware(AbstractAuthenticationMiddleware):
-    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
-        authenticator: Authenticator = connection.app.state.authenticator
-        principal = await authenticator.authenticate(
-            connection.headers.get("authorization") or None, connection.headers.get("x-api-key") or None
-        )
-        return AuthenticationResult(user=principal, auth=None)

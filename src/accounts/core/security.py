@@ -1,7 +1,10 @@
 """Who is calling, and what they may do: the Principal a request is made by, and the guards on routes.
 
-The authentication middleware (accounts.auth.authentication) turns credentials into a Principal; routes read
-it as `request.user` and are guarded here. Every route needs credentials unless its `opt` is PUBLIC.
+The app's authenticator (accounts.auth.authentication) turns credentials into a Principal the first time a request
+asks for its caller (`caller`: a guard, or `require_credentials` before the handler); routes read it as
+`request.user`. Every route of the API needs credentials unless its `opt` is PUBLIC: `require_credentials` runs
+before each of them (deny by default). Not a middleware: a route middleware is two more layers on every request
+(Litestar adds an exception handler inside it) and a public route would pay them too.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import hmac
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 from uuid import UUID
 
 import msgspec
@@ -105,9 +108,34 @@ Guard = Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]  # type: i
 _NOT_A_USER = "This needs a user's access token, not an API key or a service client's token."
 
 
+class Authenticator(Protocol):
+    async def authenticate(self, authorization: str | None, api_key: str | None) -> Principal: ...
+
+
+async def caller(connection: ASGIConnection) -> Principal:  # type: ignore[type-arg]
+    """The request's caller, authenticated (401 without valid credentials) by the app's `state.authenticator` the
+    first time it is asked for, and kept as `scope["user"]` (`request.user`) for the guards and the handler."""
+    principal: Principal | None = connection.scope.get("user")
+    if principal is None:
+        authenticator: Authenticator = connection.app.state.authenticator
+        headers = connection.headers
+        principal = await authenticator.authenticate(
+            headers.get("authorization") or None, headers.get("x-api-key") or None
+        )
+        connection.scope["user"] = principal
+    return principal
+
+
+async def require_credentials(connection: ASGIConnection) -> None:  # type: ignore[type-arg]
+    """Deny by default, before every handler of the API: its caller is authenticated unless the route is PUBLIC.
+    OPTIONS passes: Litestar answers it itself, for anyone (CORS preflights carry no credentials)."""
+    if connection.scope.get("method") != "OPTIONS" and not connection.route_handler.opt.get("exclude_from_auth"):
+        await caller(connection)
+
+
 def _guard(check: Callable[[Principal], str | None]) -> Guard:
-    """A guard refusing (403) when `check(caller)` gives a reason. OPTIONS passes: Litestar answers it itself, for
-    anyone (CORS preflights carry no credentials), so there is no caller to check.
+    """A guard refusing (403) when `check(caller)` gives a reason, authenticating the caller first (guards run
+    before `require_credentials`). OPTIONS passes, as there.
 
     A coroutine function though it never waits: Litestar runs a plain function guard in its thread pool, a hand-off
     to a thread and back on every guarded request (`make bench` scenario 3, the list: 429 -> 360 us of server CPU)."""
@@ -115,7 +143,7 @@ def _guard(check: Callable[[Principal], str | None]) -> Guard:
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         if connection.scope.get("method") == "OPTIONS":
             return
-        if (reason := check(connection.user)) is not None:
+        if (reason := check(await caller(connection))) is not None:
             raise Forbidden(reason)
 
     return guard

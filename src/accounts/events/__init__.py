@@ -11,9 +11,9 @@ Writing (in the change's transaction; committed with it or not at all):
 
 `type_` must be in `accounts.events.schemas.EVENT_TYPES` (the catalogue, with what each `data` holds); types in
 `AUDIT_ONLY_TYPES` (logins) go to the audit trail only. `data` is JSON-encodable and never holds a password,
-hash, token or secret. The actor is the request's caller (`accounts.events.context`, set per request by the
-`actor_context` middleware; `acting_as(principal)` sets it elsewhere), else the system; the request id is the
-logging context's. Statements that write events in SQL themselves take `actor_values()`.
+hash, token or secret. The actor is the request's authenticated caller (`accounts.events.context`, read from the
+request being served), else the system; the request id is the logging context's. Statements that write events
+in SQL themselves take `actor_values()`.
 
 Reading the feed (what webhooks and the NATS relay consume):
 

@@ -8,10 +8,10 @@ decode it with U+FFFD in place of the bad bytes and go on.
 
 A client that stops sending a body part-way gets a 408 and loses the connection, instead of holding a socket
 and a worker slot for as long as it likes. granian bounds the time to send the request head
-(REQUEST_READ_TIMEOUT, set by `accounts serve`) but has no bound for the body, so `with_body_deadline` bounds
-the wait for each chunk of it the same way (as nginx's client_body_timeout does). Once the body is complete,
-`receive` is passed through untouched: a response that waits on it for the client to disconnect (a download)
-waits as long as it needs.
+(REQUEST_READ_TIMEOUT, set by `accounts serve`) but has no bound for the body, so `BodyDeadlines` bounds the wait
+for each chunk of it the same way (as nginx's client_body_timeout does), for every request (the edge,
+accounts.core.http.edge, applies it). Once the body is complete, `receive` is passed through untouched: a response
+that waits on it for the client to disconnect (a download) waits as long as it needs.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Request
-from litestar.enums import RequestEncodingType, ScopeType
+from litestar.enums import RequestEncodingType
 from litestar.params import BodyKwarg
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types import Receive, ReceiveMessage
 
 from accounts.core.errors import FieldError, InvalidInput, MalformedRequest, RequestTimeout, UnsupportedMediaType
 from accounts.core.http.media import JSON, MSGPACK, MSGPACK_TYPES
@@ -135,7 +135,7 @@ class BodyAbandoned(MalformedRequest):
         super().__init__("The client closed the connection before it sent the whole request body.")
 
 
-class _Deadlines:
+class BodyDeadlines:
     """The body reads waiting on their clients, each with its deadline, watched by one timer per worker that ticks
     while any read waits, instead of a timer per read: uvloop keeps a cancelled timer, and the context it copied,
     until the time it was set for, so `asyncio.timeout` around each read kept five objects per request alive for
@@ -151,7 +151,24 @@ class _Deadlines:
         self._expired: set[asyncio.Task[Any]] = set()
         self._ticking_on: asyncio.AbstractEventLoop | None = None
 
-    async def receive(self, receive: Receive) -> ReceiveMessage:
+    def bound(self, receive: Receive) -> Receive:
+        """One request's `receive`, each wait for a chunk of its body bounded (BodyTimeout), a disconnect before the
+        body is whole a BodyAbandoned; once the body is whole, `receive` untouched."""
+        complete = False
+
+        async def receive_within_deadline() -> ReceiveMessage:
+            nonlocal complete
+            if complete:
+                return await receive()
+            message = await self._within_deadline(receive)
+            if message["type"] == "http.disconnect":
+                raise BodyAbandoned
+            complete = not message.get("more_body", False)
+            return message
+
+        return receive_within_deadline
+
+    async def _within_deadline(self, receive: Receive) -> ReceiveMessage:
         """`receive()`, or BodyTimeout when nothing came for `seconds`."""
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - an ASGI app runs in a task
@@ -182,28 +199,3 @@ class _Deadlines:
             loop.call_later(self.TICK, self._tick, loop)
         else:
             self._ticking_on = None
-
-
-def with_body_deadline(app: ASGIApp, seconds: float) -> ASGIApp:
-    """`app`, with each wait for a chunk of an HTTP request body bounded by `seconds` (BodyTimeout after)."""
-    deadlines = _Deadlines(seconds)
-
-    async def bounded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        complete = False
-
-        async def receive_within_deadline() -> ReceiveMessage:
-            nonlocal complete
-            if complete:
-                return await receive()
-            message = await deadlines.receive(receive)
-            if message["type"] == "http.disconnect":
-                raise BodyAbandoned
-            complete = not message.get("more_body", False)
-            return message
-
-        await app(scope, receive_within_deadline, send)
-
-    return bounded

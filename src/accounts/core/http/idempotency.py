@@ -34,6 +34,7 @@ from sqlalchemy import DateTime, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError
+from accounts.core.security import require_credentials
 
 HEADER = "Idempotency-Key"
 DESCRIPTION = (
@@ -248,6 +249,13 @@ def caller_of(scope: Scope) -> str:
     return "anonymous" if principal is None else str(principal.identity)
 
 
+async def authenticated_caller_of(request: Request[Any, Any, Any]) -> str:
+    """Whose key it is: the caller, authenticated here (401 before anything is stored), since route middleware runs
+    before the route's own check; anonymous callers together on a public route."""
+    await require_credentials(request)
+    return caller_of(request.scope)
+
+
 class IdempotencyMiddleware(MiddlewareProtocol):
     """Route middleware of the creating `POST`s: without the header, it only passes the request on."""
 
@@ -266,8 +274,8 @@ class IdempotencyMiddleware(MiddlewareProtocol):
                 errors=[FieldError(field=HEADER, message="must be 1 to 255 visible ASCII characters")],
             )
         request: Request[Any, Any, Any] = Request(scope, receive)
+        claim = Claim(await authenticated_caller_of(request), text)
         body = await request.body()  # cached on the scope: the handler reads it from there
-        claim = Claim(caller_of(scope), text)
         fingerprint = claim.fingerprint(
             request.method.encode(), scope["raw_path"], request.content_type[0].encode(), body
         )

@@ -14,7 +14,7 @@ from importlib.metadata import version
 from typing import Any
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import ResponseHeader
 from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
@@ -41,6 +41,7 @@ from accounts.core.http.idempotency import HEADER as IDEMPOTENCY_HEADER
 from accounts.core.http.idempotency import KEY_PATTERN as IDEMPOTENCY_KEY_PATTERN
 from accounts.core.http.idempotency import IdempotencyMiddleware
 from accounts.core.http.media import JSON, MSGPACK, MSGPACK_TYPES, PROBLEM_JSON, PROBLEM_MSGPACK
+from accounts.core.security import PUBLIC
 
 SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     "oauth2": SecurityScheme(
@@ -105,6 +106,8 @@ def openapi_config() -> OpenAPIConfig:
         f"sent and received as MessagePack (`{MSGPACK}`), chosen by `Content-Type` and `Accept`: answers list "
         "the MessagePack media types beside JSON, request bodies name them in `x-msgpack-content-types`.",
         path="/schema",
+        # The document and its pages are public: the one router whose routes skip the authentication before handlers.
+        openapi_router=Router(path="/schema", route_handlers=[], opt=PUBLIC, include_in_schema=False),
         render_plugins=[ScalarRenderPlugin()],
         use_handler_docstrings=False,
         operation_id_creator=_operation_id,

@@ -1,27 +1,19 @@
-"""Logging: structlog lines (JSON, or console on a TTY) and the per-request context and access log."""
+"""Logging: structlog lines (JSON, or console on a TTY), each made in a request carrying its id (set by the edge,
+accounts.core.http.edge, which also writes the access log)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
-import secrets
 import sys
-import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 import msgspec
 import structlog
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts.config import Settings
-from accounts.core.observability.metrics import UNMATCHED, RequestMetrics
 
-REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _json_encoder = msgspec.json.Encoder(enc_hook=str)
 
 # One context variable, set once per request: cheaper on the hot path than structlog's bind_contextvars.
@@ -100,59 +92,3 @@ def configure_logging(settings: Settings, *, trace_ids: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-class RequestContextMiddleware:
-    """Gives every request an id (a well-formed `X-Request-ID` or a new one), returns it on every
-    response, binds it to the log context, counts the request in the metrics (by route template) and,
-    unless switched off, writes one access-log line."""
-
-    def __init__(self, app: ASGIApp, *, metrics: RequestMetrics, log_requests: bool) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.log_requests = log_requests
-        # Bound now, after configure_logging, so the hot path skips structlog's lazy proxy.
-        self.access_log = structlog.get_logger("accounts.access").bind()
-        # New ids: a random per-process prefix and a counter, 32 hex digits; unique without a syscall each.
-        self._prefix = secrets.token_hex(8)
-        self._serial = itertools.count(1)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self.app(scope, receive, send)
-            return
-        rid = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
-        if rid is None or not _VALID_REQUEST_ID.fullmatch(rid):
-            rid = f"{self._prefix}{next(self._serial):016x}".encode()
-        status = 500
-
-        async def send_with_request_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = message.setdefault("headers", [])
-                if isinstance(headers, list):
-                    headers.append((REQUEST_ID_HEADER, rid))
-                else:
-                    message["headers"] = [*headers, (REQUEST_ID_HEADER, rid)]
-            await send(message)
-
-        token = request_id.set(rid.decode())
-        metrics = self.metrics
-        metrics.in_flight += 1
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_with_request_id)
-        finally:
-            duration = time.perf_counter() - started
-            metrics.in_flight -= 1
-            metrics.observe(scope["method"], scope.get("path_template") or UNMATCHED, status, duration)
-            if self.log_requests:
-                self.access_log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(duration * 1000, 2),
-                )
-            request_id.reset(token)
