@@ -124,9 +124,13 @@ def serve_app() -> Litestar:
     """The app of a served worker (`accounts serve`: granian's factory). What `create_app` made (modules, the app
     and its routes, SQLAlchemy's metadata: ~200,000 objects) lives as long as the process, so it is frozen out of
     the collector's sight: a full collection scanned it all with the event loop stopped, 50 to 120 ms each time
-    (the tail of p99 in make bench). Not in create_app: the tests make hundreds of apps in one process."""
+    (the tail of p99 in make bench). Frozen again once the lifespan has started, for what it made (pools, caches,
+    the queue): full collections still came every few seconds and took 13 ms each, 4 ms after (`make bench` scenario
+    8, a worker's collections timed by `gc.callbacks`). Not in create_app: the tests make hundreds of apps in one
+    process."""
     app = create_app()
     gc.freeze()
+    app.on_startup.append(gc.freeze)
     return app
 
 

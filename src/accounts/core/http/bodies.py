@@ -26,7 +26,7 @@ import msgspec
 from litestar import Request
 from litestar.enums import RequestEncodingType
 from litestar.params import BodyKwarg
-from litestar.types import Receive, ReceiveMessage
+from litestar.types import Receive, ReceiveMessage, Scope
 
 from accounts.core.errors import FieldError, InvalidInput, MalformedRequest, RequestTimeout, UnsupportedMediaType
 from accounts.core.http.media import JSON, MSGPACK, MSGPACK_TYPES
@@ -55,9 +55,18 @@ async def check_input(request: Request[Any, Any, Any]) -> None:
         return
     expected = body.kwarg_definition.media_type
     if expected == RequestEncodingType.URL_ENCODED:
-        if request.content_type[0] != expected:
-            raise _unsupported(request.content_type[0], RequestEncodingType.URL_ENCODED.value)
+        if (media_type := _media_type(request.scope)) != expected:
+            raise _unsupported(media_type, RequestEncodingType.URL_ENCODED.value)
         _refuse_undecodable(await request.body(), "form")
+
+
+def _media_type(scope: Scope) -> str:
+    """The Content-Type's media type, lower-cased, without its parameters; read off the raw headers: Litestar's
+    `request.content_type` builds the request's whole header map first (2.5 us of a 90 us grant, in-process)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.partition(b";")[0].strip().lower().decode("latin-1")
+    return ""
 
 
 def _decode_body(body: bytes, media_type: str) -> Any:
@@ -152,41 +161,38 @@ class BodyDeadlines:
         self._ticking_on: asyncio.AbstractEventLoop | None = None
 
     def bound(self, receive: Receive) -> Receive:
-        """One request's `receive`, each wait for a chunk of its body bounded (BodyTimeout), a disconnect before the
-        body is whole a BodyAbandoned; once the body is whole, `receive` untouched."""
+        """One request's `receive`, each wait for a chunk of its body bounded (BodyTimeout when nothing came for
+        `seconds`), a disconnect before the body is whole a BodyAbandoned; once the body is whole, `receive`
+        untouched. One coroutine a read, not two: this is on every request with a body."""
         complete = False
 
         async def receive_within_deadline() -> ReceiveMessage:
             nonlocal complete
             if complete:
                 return await receive()
-            message = await self._within_deadline(receive)
+            task = asyncio.current_task()
+            assert task is not None  # noqa: S101 - an ASGI app runs in a task
+            loop = task.get_loop()  # not get_running_loop() again: it asks the kernel for the pid each time
+            cancelling = task.cancelling()
+            self._waiting[task] = loop.time() + self.seconds
+            if self._ticking_on is not loop:
+                self._ticking_on = loop
+                loop.call_later(self.TICK, self._tick, loop)
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if task in self._expired and task.uncancel() <= cancelling:  # ours, and no one else's cancellation
+                    raise BodyTimeout(self.seconds) from None
+                raise
+            finally:
+                self._waiting.pop(task, None)
+                self._expired.discard(task)
             if message["type"] == "http.disconnect":
                 raise BodyAbandoned
             complete = not message.get("more_body", False)
             return message
 
         return receive_within_deadline
-
-    async def _within_deadline(self, receive: Receive) -> ReceiveMessage:
-        """`receive()`, or BodyTimeout when nothing came for `seconds`."""
-        task = asyncio.current_task()
-        assert task is not None  # noqa: S101 - an ASGI app runs in a task
-        loop = task.get_loop()  # not get_running_loop() again: it asks the kernel for the pid each time
-        cancelling = task.cancelling()
-        self._waiting[task] = loop.time() + self.seconds
-        if self._ticking_on is not loop:
-            self._ticking_on = loop
-            loop.call_later(self.TICK, self._tick, loop)
-        try:
-            return await receive()
-        except asyncio.CancelledError:
-            if task in self._expired and task.uncancel() <= cancelling:  # ours, and no one else's cancellation
-                raise BodyTimeout(self.seconds) from None
-            raise
-        finally:
-            self._waiting.pop(task, None)
-            self._expired.discard(task)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
