@@ -42,7 +42,7 @@ class BodyRequest(Request[Any, Any, Any]):
 
     async def json(self) -> Any:
         if self._decoded is msgspec.UNSET:
-            self._decoded = _decode_body(await self.body(), self.content_type[0])
+            self._decoded = _decode_body(await self.body(), media_type_of(self.scope))
         return self._decoded
 
 
@@ -55,14 +55,15 @@ async def check_input(request: Request[Any, Any, Any]) -> None:
         return
     expected = body.kwarg_definition.media_type
     if expected == RequestEncodingType.URL_ENCODED:
-        if (media_type := _media_type(request.scope)) != expected:
-            raise _unsupported(media_type, RequestEncodingType.URL_ENCODED.value)
+        if (sent := media_type_of(request.scope)) != expected:
+            raise _unsupported(sent, RequestEncodingType.URL_ENCODED.value)
         _refuse_undecodable(await request.body(), "form")
 
 
-def _media_type(scope: Scope) -> str:
+def media_type_of(scope: Scope) -> str:
     """The Content-Type's media type, lower-cased, without its parameters; read off the raw headers: Litestar's
-    `request.content_type` builds the request's whole header map first (2.5 us of a 90 us grant, in-process)."""
+    `request.content_type` builds the request's whole header map first (2.5 us of a 90 us grant, in-process).
+    What the bodies are decoded by, and what an idempotency key's fingerprint holds."""
     for name, value in scope["headers"]:
         if name == b"content-type":
             return value.partition(b";")[0].strip().lower().decode("latin-1")

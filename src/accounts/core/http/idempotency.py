@@ -34,6 +34,7 @@ from sqlalchemy import DateTime, Index, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.core.errors import Conflict, FieldError, InvalidInput, ServiceError
+from accounts.core.http.bodies import media_type_of
 from accounts.core.security import require_credentials
 
 HEADER = "Idempotency-Key"
@@ -276,8 +277,6 @@ class IdempotencyMiddleware(MiddlewareProtocol):
         request: Request[Any, Any, Any] = Request(scope, receive)
         claim = Claim(await authenticated_caller_of(request), text)
         body = await request.body()  # cached on the scope: the handler reads it from there
-        fingerprint = claim.fingerprint(
-            request.method.encode(), scope["raw_path"], request.content_type[0].encode(), body
-        )
+        fingerprint = claim.fingerprint(request.method.encode(), scope["raw_path"], media_type_of(scope).encode(), body)
         keys: IdempotencyKeys = scope["app"].state.idempotency_keys
         await keys.run_once(claim, fingerprint, partial(self.app, scope, receive), send)
