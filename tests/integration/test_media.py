@@ -330,6 +330,22 @@ async def test_the_password_grant_takes_no_msgpack(client: Client, member: Logge
     assert msgspec.msgpack.decode(response.content)["error"] == "invalid_request"
 
 
+async def test_the_password_grant_answers_in_msgpack_when_asked(client: Client, member: LoggedIn) -> None:
+    """The token endpoint's answer follows Accept like any other, says so (Vary), and is never cached."""
+    grant = {"grant_type": "password", "username": member.account.username, "password": PASSWORD}
+    response = await client.post(TOKEN, data=grant, headers={"Accept": MSGPACK})
+
+    assert response.status_code == 200, response.content
+    assert response.headers["content-type"] == MSGPACK
+    assert response.headers["vary"] == "Accept"
+    assert (response.headers["cache-control"], response.headers["pragma"]) == ("no-store", "no-cache")
+    pair = msgspec.msgpack.decode(response.content, type=TokenPair)
+    assert (await client.get(ME, headers=bearer(pair.access_token))).json()["id"] == member.id
+    as_json = await client.post(TOKEN, data=grant)
+    assert as_json.headers["content-type"] == JSON
+    assert set(as_json.json()) == set(TokenPair.__struct_fields__)
+
+
 # --- Accept -------------------------------------------------------------------------------------
 
 WANTS_MSGPACK = [

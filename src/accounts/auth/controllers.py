@@ -77,7 +77,7 @@ from accounts.core.errors import (
     problem_responses,
 )
 from accounts.core.http.idempotency import IdempotencyMiddleware
-from accounts.core.http.media import NegotiatedResponse
+from accounts.core.http.media import DirectResponse, NegotiatedResponse
 from accounts.core.http.openapi import LOCATION_HEADER, NO_DATABASE
 from accounts.core.http.preconditions import ETAG_HEADER, etag
 from accounts.core.security import (
@@ -95,6 +95,9 @@ from accounts.users.schemas import UserCreate, UserRead
 from accounts.users.services import UserService
 
 NO_STORE = CacheControlHeader(no_store=True)
+TOKEN_HEADERS = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
+"""What every answer holding tokens sends (RFC 6749 section 5.1): no cache may keep it."""
+TOKENS_ISSUED = ResponseSpec(TokenResponse, description="The tokens (RFC 6749 section 5.1)", generate_examples=False)
 
 
 # Providers take the app's State rather than each shared object by name: one dependency to resolve instead of five
@@ -130,7 +133,14 @@ def device(request: Request[Any, Any, Any]) -> Device:
     return Device(user_agent=request.headers.get("user-agent", "")[:512] or None, address=client_address(request))
 
 
-def signed_in(request: Request[Any, Any, Any], result: SignedIn | MfaChallengeIssued) -> Response[Any]:
+def tokens_response(
+    request: Request[Any, Any, Any], tokens: TokenResponse | MfaRequired, **kwargs: Any
+) -> DirectResponse:
+    """An answer holding tokens, uncacheable (TOKEN_HEADERS)."""
+    return DirectResponse(tokens, request.scope, headers=TOKEN_HEADERS, **kwargs)
+
+
+def signed_in(request: Request[Any, Any, Any], result: SignedIn | MfaChallengeIssued) -> DirectResponse:
     """A login's answer: its tokens (and the new-device notice enqueued after the commit), or the `mfa_required`
     challenge (403, as Auth0's MFA grant has it)."""
     if isinstance(result, MfaChallengeIssued):
@@ -146,9 +156,9 @@ def signed_in(request: Request[Any, Any, Any], result: SignedIn | MfaChallengeIs
             expires_in=result.expires_in,
             mfa_methods=result.methods,
         )
-        return Response(body, status_code=403, media_type="application/json")
+        return tokens_response(request, body, status=403)
     background = BackgroundTask(enqueue_email, request.app.state.jobs, result.notice) if result.notice else None
-    return Response(TokenResponse(**msgspec.structs.asdict(result.tokens)), background=background)
+    return tokens_response(request, TokenResponse(**msgspec.structs.asdict(result.tokens)), background=background)
 
 
 MFA_OTP = "http://auth0.com/oauth/grant-type/mfa-otp"
@@ -214,11 +224,11 @@ def endpoint_url(settings: Settings, request: Request[Any, Any, Any], route: str
     return settings.public_url.rstrip("/") + request.app.route_reverse(route)
 
 
-async def user_grant(auth: AuthService, request: Request[Any, Any, Any], data: TokenRequest) -> Response[Any]:
+async def user_grant(auth: AuthService, request: Request[Any, Any, Any], data: TokenRequest) -> DirectResponse:
     """The token endpoint's grants of users' tokens: password, refresh token, and the second step of a login."""
     if data.grant_type == "refresh_token":
         pair = await auth.refresh(required(data, "refresh_token"))
-        return Response(TokenResponse(**msgspec.structs.asdict(pair)))
+        return tokens_response(request, TokenResponse(**msgspec.structs.asdict(pair)))
     if data.grant_type == "password":
         login = await auth.login(required(data, "username"), required(data, "password"), device(request))
         return signed_in(request, login)
@@ -258,8 +268,8 @@ class AuthController(Controller):
         "with `recovery_code`) then gives the tokens. Errors are RFC 6749 section 5.2 JSON (`error`, "
         "`error_description`): 400, but 401 `invalid_client` for a failed client authentication.",
         status_code=200,
-        cache_control=NO_STORE,
         responses={
+            200: TOKENS_ISSUED,
             **oauth_error_responses(400, 401, 408, 413, 415, 429, 503),
             403: ResponseSpec(
                 data_container=MfaRequired,
@@ -273,7 +283,7 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: Annotated[TokenRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> Response[TokenResponse]:
+    ) -> DirectResponse:
         if data.grant_type == "client_credentials":  # no database: no session to make
             client = await authenticated_client(request, data)
             if client is None:
@@ -281,7 +291,7 @@ class AuthController(Controller):
                     "Authenticate the client: HTTP Basic, client_id and client_secret, or a client_assertion."
                 )
             grant: ClientCredentialsGrant = request.app.state.client_credentials
-            return Response(grant.grant(client, data.scope))
+            return tokens_response(request, grant.grant(client, data.scope))
         async with transaction(request) as session:
             return await user_grant(provide_auth_service(session, request.app.state), request, data)
 
@@ -316,12 +326,11 @@ class AuthController(Controller):
         "verify (another site, a used challenge, a signature counter that went back: a cloned authenticator) is a "
         "401 that counts against the failed-login limits, as a wrong password does.",
         status_code=200,
-        cache_control=NO_STORE,
-        responses=problem_responses(400, 401, 413, 415, 429),
+        responses={200: TOKENS_ISSUED, **problem_responses(400, 401, 413, 415, 429)},
     )
     async def log_in_with_passkey(
         self, auth: NamedDependency[AuthService], request: Request[Any, Any, Any], data: JSONBody[PasskeyLogin]
-    ) -> Response[TokenResponse]:
+    ) -> DirectResponse:
         mfa_token = data.mfa_token if isinstance(data.mfa_token, str) else None
         login = await auth.passkey_login(data.challenge_id, data.credential, mfa_token, device(request))
         return signed_in(request, login)

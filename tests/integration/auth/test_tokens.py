@@ -66,7 +66,7 @@ async def test_token_response_is_a_bearer_pair_that_is_not_cached(
     response = await request_token(client, account_a.username, account_a.password)
 
     assert response.status_code == 200, response.text
-    assert "no-store" in response.headers["cache-control"]
+    assert (response.headers["cache-control"], response.headers["pragma"]) == ("no-store", "no-cache")
     pair = response.json()
     assert set(pair) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert pair["token_type"] == "Bearer"
