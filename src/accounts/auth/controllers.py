@@ -134,9 +134,9 @@ def device(request: Request[Any, Any, Any]) -> Device:
 
 
 def tokens_response(
-    request: Request[Any, Any, Any], tokens: TokenResponse | MfaRequired, **kwargs: Any
+    request: Request[Any, Any, Any], tokens: TokenResponse | MfaRequired | TokenIntrospection, **kwargs: Any
 ) -> DirectResponse:
-    """An answer holding tokens, uncacheable (TOKEN_HEADERS)."""
+    """An answer holding tokens or what they say, uncacheable (TOKEN_HEADERS)."""
     return DirectResponse(tokens, request.scope, headers=TOKEN_HEADERS, **kwargs)
 
 
@@ -346,14 +346,18 @@ class AuthController(Controller):
         'works now; `{"active": false}` for one that is expired, revoked, unknown, malformed, or whose user was '
         "deactivated, changed password or logged out everywhere, or whose client was deleted.",
         status_code=200,
-        cache_control=NO_STORE,
-        responses=oauth_error_responses(400, 401, 408, 413, 415, 503),
+        responses={
+            200: ResponseSpec(
+                TokenIntrospection, description="What the token is, if it works (RFC 7662)", generate_examples=False
+            ),
+            **oauth_error_responses(400, 401, 408, 413, 415, 503),
+        },
     )
     async def introspect_token(
         self,
         request: Request[Any, Any, Any],
         data: Annotated[TokenIntrospectionRequest, Body(media_type=RequestEncodingType.URL_ENCODED)],
-    ) -> TokenIntrospection:
+    ) -> DirectResponse:
         client = await authenticated_client(request, data)
         if client is not None:
             scopes = client.scopes
@@ -368,11 +372,11 @@ class AuthController(Controller):
         if INTROSPECT not in scopes:
             raise Forbidden(f"Introspection needs the `{INTROSPECT}` scope.")
         state = request.app.state
-        access = await introspect_access_token(state.tokens, state.credentials, data.token)
-        if access is not None:  # no database: no session to make
-            return access
-        async with transaction(request) as session:
-            return await provide_auth_service(session, state).introspect_refresh_token(data.token)
+        found = await introspect_access_token(state.tokens, state.credentials, data.token)
+        if found is None:  # not an access token; those need no database, so no session is made for them
+            async with transaction(request) as session:
+                found = await provide_auth_service(session, state).introspect_refresh_token(data.token)
+        return tokens_response(request, found)
 
     @post(
         "/revoke",

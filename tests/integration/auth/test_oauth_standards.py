@@ -126,7 +126,10 @@ async def test_introspection_answers_for_every_kind_of_token(
             "access_token"
         ]
 
-    user = (await gateway.introspect_token(introspect, token=user_a.access_token)).json()
+    answer = await gateway.introspect_token(introspect, token=user_a.access_token)
+    assert answer.headers["content-type"] == "application/json"
+    assert (answer.headers["cache-control"], answer.headers["pragma"]) == ("no-store", "no-cache")
+    user = answer.json()
     assert user["active"] is True
     assert user["sub"] == user_a.id
     assert user["token_type"] == "Bearer"
