@@ -134,10 +134,14 @@ def device(request: Request[Any, Any, Any]) -> Device:
 
 
 def tokens_response(
-    request: Request[Any, Any, Any], tokens: TokenResponse | MfaRequired | TokenIntrospection, **kwargs: Any
+    request: Request[Any, Any, Any],
+    tokens: TokenResponse | MfaRequired | TokenIntrospection,
+    *,
+    status: int = 200,
+    background: BackgroundTask | None = None,
 ) -> DirectResponse:
     """An answer holding tokens or what they say, uncacheable (TOKEN_HEADERS)."""
-    return DirectResponse(tokens, request.scope, headers=TOKEN_HEADERS, **kwargs)
+    return DirectResponse.negotiated(tokens, request.scope, status=status, headers=TOKEN_HEADERS, background=background)
 
 
 def signed_in(request: Request[Any, Any, Any], result: SignedIn | MfaChallengeIssued) -> DirectResponse:
